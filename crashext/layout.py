@@ -1,0 +1,195 @@
+"""Struct offsets and sizes discovered from the dump's own debug info.
+
+Covers ``struct xa_node``, ``struct xarray``, ``struct address_space``,
+``struct inode`` and ``struct folio``/``struct page`` (flags, mapping,
+index, refcount, compound_head and the folio order, whose home moved
+across kernel versions).  Nothing here is hard-coded: every number comes
+from :class:`crashext.memory.Memory` queries, so the same code reads 6.1
+and 6.12 dumps (and any kernel with an XArray page cache, >= 4.20).
+
+>>> lay = Layout.discover(mem)         # doctest: +SKIP
+>>> lay.chunk_shift, lay.node_size     # doctest: +SKIP
+(6, 576)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict, field
+from typing import Any, Dict, Optional
+
+from .memory import LayoutError, Memory
+
+# Folio order encodings (see FolioLayout.order_kind).
+ORDER_FOLIO_ORDER = "folio._folio_order"     # 6.1 - 6.5: unsigned char
+ORDER_FLAGS_1 = "folio._flags_1&0xff"        # 6.6+: commit ebc1baf5c9b4
+ORDER_COMPOUND = "page[1].compound_order"    # <= 6.0
+
+
+def _need(mem: Memory, struct: str, member: str) -> int:
+    off = mem.member_offset(struct, member)
+    if off is None:
+        raise LayoutError("debug info has no %s.%s (wrong vmlinux or "
+                          "unsupported kernel)" % (struct, member))
+    return off
+
+
+def _first(mem: Memory, struct: str, *members: str):
+    """(member, offset) of the first of ``members`` present in ``struct``."""
+    for m in members:
+        off = mem.member_offset(struct, m)
+        if off is not None:
+            return m, off
+    return None, None
+
+
+@dataclass
+class Layout:
+    """Everything the engine needs to know about one kernel's structs."""
+
+    # struct xa_node
+    node_size: int
+    node_shift: int
+    node_offset: int
+    node_count: int
+    node_nr_values: int
+    node_parent: int
+    node_array: int
+    node_slots: int
+    node_marks: int
+    chunk_shift: int
+    max_marks: int
+    # struct xarray
+    xa_flags: int
+    xa_head: int
+    # struct address_space
+    as_i_pages: int
+    as_host: int
+    as_nrpages: int
+    # struct inode
+    inode_i_ino: int
+    inode_i_sb: int
+    inode_i_mapping: int
+    inode_i_size: int
+    inode_i_data: int
+    # struct folio (or struct page before folios)
+    folio_struct: str
+    page_size: int           # sizeof(struct page)
+    folio_read_size: int     # bytes to read per folio (page[0] + page[1])
+    f_flags: int
+    f_mapping: int
+    f_index: int
+    f_refcount: int
+    f_compound_head: Optional[int]
+    order_kind: str
+    f_order: int             # byte offset of the order byte from the folio
+    pg_head: int
+    pg_dirty: Optional[int] = None
+    pg_writeback: Optional[int] = None
+    pg_locked: Optional[int] = None
+    pg_uptodate: Optional[int] = None
+    release: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chunk_size(self) -> int:
+        return 1 << self.chunk_shift
+
+    @classmethod
+    def discover(cls, mem: Memory) -> "Layout":
+        """Query ``mem``'s debug info; raise :class:`LayoutError` when the
+        kernel has no XArray page cache or the vmlinux does not fit."""
+        N = "struct xa_node"
+        node_size = mem.struct_size(N)
+        if node_size is None:
+            raise LayoutError("debug info has no struct xa_node: kernel "
+                              "older than 4.20 or no/wrong vmlinux")
+        slots_size = mem.member_size(N, "slots")
+        if not slots_size:
+            raise LayoutError("cannot size xa_node.slots")
+        chunk = slots_size // 8
+        # XA_CHUNK_SHIFT is a #define: derive it from the slots array size.
+        chunk_shift = chunk.bit_length() - 1
+        if 1 << chunk_shift != chunk:
+            raise LayoutError("xa_node.slots has %d entries, not a power of 2"
+                              % chunk)
+        marks_off = _first(mem, N, "marks", "tags")[1]
+        if marks_off is None:
+            raise LayoutError("debug info has no xa_node.marks")
+        marks_size = mem.member_size(N, "marks") or mem.member_size(N, "tags")
+        mark_longs = max(1, chunk // 64)
+        max_marks = (marks_size or 24) // (8 * mark_longs)
+
+        # struct folio exists from 5.16; before that, struct page.
+        fs = "struct folio" if mem.struct_size("struct folio") else "struct page"
+        page_size = mem.struct_size("struct page")
+        if page_size is None:
+            raise LayoutError("debug info has no struct page")
+        _, f_index = _first(mem, fs, "index", "__folio_index")  # 6.16 rename
+        if f_index is None:
+            raise LayoutError("no %s.index / __folio_index" % fs)
+        refname, f_ref = _first(mem, fs, "_refcount.counter", "_refcount")
+        if f_ref is None:
+            raise LayoutError("no %s._refcount" % fs)
+        # Folio order: where it lives depends on the kernel version.
+        off = mem.member_offset("struct folio", "_flags_1") if fs == "struct folio" else None
+        if off is not None:
+            # 6.6+: folio_order() = folio->_flags_1 & 0xff (little endian:
+            # first byte); commit ebc1baf5c9b4 "mm: free up a word in the
+            # first tail page".
+            order_kind, f_order = ORDER_FLAGS_1, off
+        else:
+            off = mem.member_offset("struct folio", "_folio_order") if fs == "struct folio" else None
+            if off is not None:
+                order_kind, f_order = ORDER_FOLIO_ORDER, off   # 5.17 - 6.5
+            else:
+                off = mem.member_offset("struct page", "compound_order")
+                if off is None:
+                    raise LayoutError("cannot find the folio order field")
+                order_kind, f_order = ORDER_COMPOUND, page_size + off
+        read_size = max(f_order + 1, page_size)
+        pg_head = mem.enum_value("PG_head")
+        if pg_head is None:
+            raise LayoutError("enum pageflags has no PG_head")
+        ch = mem.member_offset("struct page", "compound_head")
+        return cls(
+            node_size=node_size,
+            node_shift=_need(mem, N, "shift"),
+            node_offset=_need(mem, N, "offset"),
+            node_count=_need(mem, N, "count"),
+            node_nr_values=_need(mem, N, "nr_values"),
+            node_parent=_need(mem, N, "parent"),
+            node_array=_need(mem, N, "array"),
+            node_slots=_need(mem, N, "slots"),
+            node_marks=marks_off,
+            chunk_shift=chunk_shift,
+            max_marks=max_marks,
+            xa_flags=_need(mem, "struct xarray", "xa_flags"),
+            xa_head=_need(mem, "struct xarray", "xa_head"),
+            as_i_pages=_need(mem, "struct address_space", "i_pages"),
+            as_host=_need(mem, "struct address_space", "host"),
+            as_nrpages=_need(mem, "struct address_space", "nrpages"),
+            inode_i_ino=_need(mem, "struct inode", "i_ino"),
+            inode_i_sb=_need(mem, "struct inode", "i_sb"),
+            inode_i_mapping=_need(mem, "struct inode", "i_mapping"),
+            inode_i_size=_need(mem, "struct inode", "i_size"),
+            inode_i_data=_need(mem, "struct inode", "i_data"),
+            folio_struct=fs,
+            page_size=page_size,
+            folio_read_size=read_size,
+            f_flags=_need(mem, fs, "flags"),
+            f_mapping=_need(mem, fs, "mapping"),
+            f_index=f_index,
+            f_refcount=f_ref,
+            f_compound_head=ch,
+            order_kind=order_kind,
+            f_order=f_order,
+            pg_head=pg_head,
+            pg_dirty=mem.enum_value("PG_dirty"),
+            pg_writeback=mem.enum_value("PG_writeback"),
+            pg_locked=mem.enum_value("PG_locked"),
+            pg_uptodate=mem.enum_value("PG_uptodate"),
+            release=mem.release(),
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,84 @@
+"""The memory interface every backend implements.
+
+The engine reads a dump only through :class:`Memory`: raw bytes at a kernel
+virtual address, and the few debug-info facts (symbol addresses, struct
+member offsets and sizes, enumerator values) that :mod:`crashext.layout`
+needs.  Backends (drgn, PyKdump, snapshot) live in ``crashext.backends`` and
+the engine never imports them.
+
+>>> mem.read(0xffff888006cbcab8, 16)        # doctest: +SKIP
+b'...'
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class CrashextError(Exception):
+    """Base class of every error crashext reports to a user as one line."""
+
+
+class UnreadableMemory(CrashextError):
+    """Memory at ``addr`` could not be read (excluded page, truncated dump,
+    unmapped or non-canonical address).  Carries the address so a finding
+    can name it."""
+
+    def __init__(self, addr: int, size: int, reason: str = "") -> None:
+        self.addr = addr
+        self.size = size
+        self.reason = reason
+        msg = "cannot read %d bytes at 0x%x" % (size, addr)
+        if reason:
+            msg += ": " + reason
+        super().__init__(msg)
+
+
+class LayoutError(CrashextError):
+    """The dump's debug info lacks a struct or member crashext needs (wrong
+    or missing vmlinux, unsupported kernel)."""
+
+
+class Memory:
+    """Abstract memory + debug-info access.  Subclasses override every method.
+
+    Unknown symbols, structs, members and enumerators give ``None``; only
+    :meth:`read` raises (:class:`UnreadableMemory`).
+    """
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Return exactly ``size`` bytes at kernel virtual ``addr``."""
+        raise NotImplementedError
+
+    def symbol(self, name: str) -> Optional[int]:
+        """Address of a global symbol, or None."""
+        raise NotImplementedError
+
+    def member_offset(self, struct: str, member: str) -> Optional[int]:
+        """Byte offset of ``member`` (dotted paths allowed) in ``struct``
+        (spelled ``"struct xa_node"``), or None."""
+        raise NotImplementedError
+
+    def member_size(self, struct: str, member: str) -> Optional[int]:
+        """Size in bytes of ``member`` of ``struct``, or None."""
+        raise NotImplementedError
+
+    def struct_size(self, struct: str) -> Optional[int]:
+        """sizeof(struct), or None."""
+        raise NotImplementedError
+
+    def enum_value(self, name: str) -> Optional[int]:
+        """Value of enumerator ``name`` (e.g. ``"PG_head"``), or None."""
+        raise NotImplementedError
+
+    def release(self) -> Optional[str]:
+        """Kernel release string (``uname -r``) of the dump, or None."""
+        return None
+
+    def describe(self) -> str:
+        """One short line naming the source (for reports)."""
+        return type(self).__name__
+
+    # Convenience -----------------------------------------------------
+    def read_u64(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 8), "little")
