@@ -63,7 +63,7 @@ CODES: Dict[str, Tuple[str, str]] = {
     "FOLIO_REFCOUNT": (ERROR, "folio refcount below its page count"),
     "NRPAGES": (ERROR, "sum of folio pages differs from nrpages"),
     # marks
-    "MARK_NOT_SET_IN_PARENT": (WARNING, "mark set in a node but not in its parent slot"),
+    "MARK_PARENT": (WARNING, "node marks disagree with its slot marks in the parent"),
     "MARK_ON_EMPTY": (WARNING, "mark set on an empty or sibling slot"),
     # walk
     "WALK_TRUNCATED": (ERROR, "walk stopped early (limit reached)"),

@@ -130,17 +130,19 @@ class Layout:
         refname, f_ref = _first(mem, fs, "_refcount.counter", "_refcount")
         if f_ref is None:
             raise LayoutError("no %s._refcount" % fs)
-        # Folio order: where it lives depends on the kernel version.
-        off = mem.member_offset("struct folio", "_flags_1") if fs == "struct folio" else None
+        # Folio order: where it lives depends on the kernel version.  6.1
+        # has both _flags_1 and _folio_order; _folio_order wins while it
+        # exists (5.17 - 6.5).  6.6 removed it (commit ebc1baf5c9b4 "mm:
+        # free up a word in the first tail page"): folio_order() is then
+        # folio->_flags_1 & 0xff, the first byte on little endian.
+        is_folio = fs == "struct folio"
+        off = mem.member_offset(fs, "_folio_order") if is_folio else None
         if off is not None:
-            # 6.6+: folio_order() = folio->_flags_1 & 0xff (little endian:
-            # first byte); commit ebc1baf5c9b4 "mm: free up a word in the
-            # first tail page".
-            order_kind, f_order = ORDER_FLAGS_1, off
+            order_kind, f_order = ORDER_FOLIO_ORDER, off
         else:
-            off = mem.member_offset("struct folio", "_folio_order") if fs == "struct folio" else None
+            off = mem.member_offset(fs, "_flags_1") if is_folio else None
             if off is not None:
-                order_kind, f_order = ORDER_FOLIO_ORDER, off   # 5.17 - 6.5
+                order_kind, f_order = ORDER_FLAGS_1, off
             else:
                 off = mem.member_offset("struct page", "compound_order")
                 if off is None:

@@ -1,0 +1,45 @@
+"""The same folio at more than one canonical slot, anywhere in the tree.
+
+A folio is inserted once, at its own index, with its order
+(``__filemap_add_folio()``); every other slot it covers is a sibling
+entry.  Two canonical slots holding one pointer mean a stale entry - the
+seed case is a split leaving one folio at slots 16, 32 and 48 of a node.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, List
+
+from ..findings import Finding
+from ..xarray import entry as E
+from ..xarray.walk import EntryRec
+from . import CheckContext
+
+
+def check(ctx: CheckContext) -> Iterator[Finding]:
+    seen: Dict[int, List[EntryRec]] = {}
+    dups = set()
+    for e in ctx.walk.entries:
+        if e.kind != E.POINTER:
+            continue
+        lst = seen.get(e.raw)
+        if lst is None:
+            seen[e.raw] = [e]
+        else:
+            lst.append(e)
+            dups.add(e.raw)
+    for raw in sorted(dups, key=lambda r: seen[r][0].index):
+        lst = seen[raw]
+        nodes = sorted({e.node for e in lst})
+        f = ctx.folios.get(raw)
+        yield Finding(
+            "DUP_FOLIO", folio=raw,
+            node=nodes[0] if len(nodes) == 1 else None,
+            slots=tuple(e.slot for e in lst),
+            indices=tuple(e.index for e in lst),
+            order=f.order if f else None,
+            shift=lst[0].shift,
+            expected=1, found=len(lst),
+            extra={"nodes": [e.node for e in lst],
+                   "folio_index": f.index if f else None,
+                   "runs": [e.nr_slots for e in lst]})

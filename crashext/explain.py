@@ -1,0 +1,162 @@
+"""What a set of findings implies, in a few factual words.
+
+Follows the reasoning of the seed investigation (Wilcox, linux-mm,
+2024-09-13): one folio at slots 16, 32 and 48 of a node means pieces of
+stride 16 (order 4 now) spread over all 64 slots (an order-6 entry), i.e.
+an entry split by ``xas_split()`` whose pieces were never replaced; a node
+whose ``array`` names another tree was freed and reused without being
+zeroed (``radix_tree_node_rcu_free()`` zeroes the slots).
+
+>>> [e.text for e in explain(analysis)]        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+from . import fmt
+
+
+@dataclass
+class Explanation:
+    """One conclusion: a code, short lines of text, and the findings
+    (positions in ``Analysis.findings``) it rests on."""
+
+    code: str
+    lines: List[str]
+    findings: List[int] = field(default_factory=list)
+    data: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+
+def _block(slots: List[int], chunk: int) -> int:
+    """Smallest aligned power-of-two block of slots holding all of them."""
+    lo, hi = min(slots), max(slots)
+    b = 1
+    while b < chunk and lo // b != hi // b:
+        b <<= 1
+    return b
+
+
+def _dup(a: Any, i: int, f: Any, chunk_shift: int) -> Explanation:
+    chunk = 1 << chunk_shift
+    slots = sorted(f.slots)
+    lines = ["folio %s seen %d times" % (fmt.hx(f.folio), len(slots))]
+    data: Dict[str, Any] = {}
+    if f.node is not None and len(slots) > 1:
+        diffs = {b - a_ for a_, b in zip(slots, slots[1:])}
+        s = f.shift or 0
+        if len(diffs) == 1:
+            d = diffs.pop()
+            if d & (d - 1) == 0:
+                piece = s + d.bit_length() - 1
+                block = _block(slots, chunk)
+                orig = s + block.bit_length() - 1
+                # Include the block start: the canonical piece at the block
+                # base may hold another folio now.
+                data.update(stride=d, piece_order=piece, orig_order=orig)
+                lines.append("stride %d slots = order-%d pieces" % (d, piece))
+                if f.order is not None:
+                    lines.append("folio order now: %d" % f.order)
+                if block > d:
+                    lo = slots[0] - slots[0] % block
+                    lines.append("spread over slots %d-%d = order %d"
+                                 % (lo, lo + block - 1, orig))
+                    lines.append("=> an order-%d entry split to order %d"
+                                 % (orig, piece))
+                    lines.append("   (xas_split) left stale pieces")
+                    if block == chunk:
+                        lines.append("   (order %d fills a node: the level"
+                                     % orig)
+                        lines.append("   below it was elided at insert)")
+        fi = f.extra.get("folio_index")
+        if fi is not None:
+            if fi in f.indices:
+                lines.append("folio->index %s: the copy at slot %d"
+                             % (fmt.hx(fi), fmt.slot_of(fi, s)))
+                lines.append("is its own; the others are stale")
+            else:
+                lines.append("folio->index %s matches no copy"
+                             % fmt.hx(fi))
+    else:
+        lines.append("in %d nodes: cross-tree or stale copy"
+                     % len(set(f.extra.get("nodes", []))))
+    return Explanation("STALE_SPLIT" if "orig_order" in data else "DUP",
+                       lines, [i], data)
+
+
+def explain(a: Any) -> List[Explanation]:
+    """Explanations for ``a`` (an :class:`crashext.analyze.Analysis`)."""
+    out: List[Explanation] = []
+    cs = a.layout.chunk_shift if a.layout else 6
+    by_code: Dict[str, List[int]] = {}
+    for i, f in enumerate(a.findings):
+        by_code.setdefault(f.code, []).append(i)
+    for i in by_code.get("DUP_FOLIO", []):
+        out.append(_dup(a, i, a.findings[i], cs))
+    for i in by_code.get("FOLIO_ORDER", []):
+        f = a.findings[i]
+        if isinstance(f.expected, int) and isinstance(f.found, int):
+            if f.found < f.expected:
+                out.append(Explanation("SPLIT_UNSEEN", [
+                    "index %s: tree holds an order-%d"
+                    % (fmt.hx(f.indices[0]), f.expected),
+                    "entry, folio is order %d: folio split"
+                    % f.found,
+                    "without the tree being updated"], [i]))
+            else:
+                out.append(Explanation("ORDER_GREW", [
+                    "index %s: tree entry order %d, folio"
+                    % (fmt.hx(f.indices[0]), f.expected),
+                    "order %d: stale pointer to a reused folio"
+                    % f.found], [i]))
+    for i in by_code.get("NODE_ARRAY", []):
+        f = a.findings[i]
+        who = fmt.hx(f.found)
+        if "other_ino" in f.extra:
+            who += " (inode %d)" % f.extra["other_ino"]
+        out.append(Explanation("CROSS_LINK", [
+            "node %s belongs to xarray" % fmt.hx(f.node), who + ":",
+            "node cross-linked from another tree",
+            "(freed and reused without zeroing?)"], [i]))
+    for i in by_code.get("NODE_FREEING", []):
+        f = a.findings[i]
+        out.append(Explanation("FREED_NODE", [
+            "node %s is being freed" % fmt.hx(f.node),
+            "(array == XA_RCU_FREE) yet still linked:",
+            "use after free of an xa_node"], [i]))
+    sib = [i for c in ("SIBLING_TO_NULL", "SIBLING_FORWARD",
+                       "SIBLING_TO_SIBLING", "SIBLING_TO_NODE",
+                       "SIBLING_TO_SPECIAL", "SIBLING_RUN_BROKEN")
+           for i in by_code.get(c, [])]
+    if sib:
+        nodes = {a.findings[i].node for i in sib}
+        n_slots = sum(len(a.findings[i].slots) for i in sib)
+        out.append(Explanation("STALE_SIBLINGS", [
+            "%d sibling slots in %d node(s) lack a valid" % (n_slots, len(nodes)),
+            "canonical entry: stale siblings, as left",
+            "by xas_split_alloc() in a node not zeroed"], sib))
+    for i in by_code.get("FOLIO_MAPPING", []):
+        f = a.findings[i]
+        if "other_ino" in f.extra:
+            out.append(Explanation("FOREIGN_FOLIO", [
+                "folio at %s belongs to inode %d"
+                % (fmt.hx(f.indices[0]), f.extra["other_ino"]),
+                "(mapping %s): foreign folio in tree" % fmt.hx(f.found)],
+                [i]))
+    for i in by_code.get("NRPAGES", []):
+        f = a.findings[i]
+        out.append(Explanation("NRPAGES", [
+            "tree holds %d pages, nrpages is %d:" % (f.found, f.expected),
+            "entries lost or counted twice"], [i]))
+    unread = [i for c in ("NODE_UNREADABLE", "FOLIO_UNREADABLE")
+              for i in by_code.get(c, [])]
+    if unread:
+        out.append(Explanation("INCOMPLETE", [
+            "%d node/folio reads failed (excluded" % len(unread),
+            "or bad pages): the walk is incomplete"], unread))
+    return out

@@ -1,0 +1,164 @@
+"""Turn what a user names (an inode, ``address_space``, ``struct xarray``,
+``struct file``, folio/page address, or a path) into the XArray to walk.
+
+An untyped address is identified from the kernel's own back-pointers:
+an inode's ``i_mapping->host`` is the inode, a mapping's ``host->i_mapping``
+is the mapping, an XArray is ``&mapping->i_pages`` of such a mapping, a
+file's ``f_mapping`` is such a mapping, and a page-cache folio's
+``mapping`` is one.  An address that is none of these is walked as a bare
+XArray (mapping/index/nrpages checks are then off, and the result says so).
+
+>>> t = resolve_target(mem, layout, "0xffff888006cbc938")   # doctest: +SKIP
+>>> t.kind, t.i_ino                                          # doctest: +SKIP
+('inode', 134)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+from typing import Any, Dict, Optional
+
+from .layout import Layout
+from .memory import CrashextError, Memory, UnreadableMemory
+
+KINDS = ("inode", "mapping", "xarray", "file", "folio", "path")
+ALIASES = {"as": "mapping", "address_space": "mapping", "page": "folio",
+           "xa": "xarray", "i": "inode", "f": "file"}
+
+
+@dataclass
+class Target:
+    """The tree to analyse and what owns it."""
+
+    kind: str                   # what the user named
+    addr: int                   # the address the user gave (or resolved)
+    xarray: int
+    mapping: Optional[int] = None
+    inode: Optional[int] = None
+    i_ino: Optional[int] = None
+    i_size: Optional[int] = None
+    nrpages: Optional[int] = None
+    label: str = ""             # the path, when one was given
+    folio: Optional[int] = None  # the folio the user named, if any
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def parse_address(text: str) -> int:
+    """``0xffff888006cbc938``, ``ffff888006cbc938`` (crash style, hex
+    without 0x) -> int.  Raises CrashextError on anything else."""
+    t = text.strip().lower()
+    if t.startswith("0x"):
+        t = t[2:]
+    try:
+        v = int(t, 16)
+    except ValueError:
+        raise CrashextError("not an address: %r" % text)
+    if not 0 < v < 1 << 64:
+        raise CrashextError("address out of range: %r" % text)
+    return v
+
+
+def _u64(mem: Memory, addr: int) -> Optional[int]:
+    try:
+        return mem.read_u64(addr)
+    except UnreadableMemory:
+        return None
+
+
+def _mapping_ok(mem: Memory, lay: Layout, m: int) -> Optional[int]:
+    """Return the host inode when ``m`` is an address_space whose
+    ``host->i_mapping`` points back at it."""
+    if not m or m & 7:
+        return None
+    host = _u64(mem, m + lay.as_host)
+    if not host or host & 7:
+        return None
+    if _u64(mem, host + lay.inode_i_mapping) == m:
+        return host
+    return None
+
+
+def _fill(mem: Memory, lay: Layout, t: Target) -> Target:
+    if t.mapping is not None:
+        t.xarray = t.mapping + lay.as_i_pages
+        t.nrpages = _u64(mem, t.mapping + lay.as_nrpages)
+    if t.inode:
+        t.i_ino = _u64(mem, t.inode + lay.inode_i_ino)
+        t.i_size = _u64(mem, t.inode + lay.inode_i_size)
+    return t
+
+
+def resolve_target(mem: Memory, lay: Layout, spec: str) -> Target:
+    """Resolve ``spec`` (``[KIND:]ADDRESS`` or ``/path``) to a Target.
+
+    Raises :class:`CrashextError` with a one-line reason when the address
+    cannot be read or is not of the kind requested.
+    """
+    spec = spec.strip()
+    if spec.startswith("/"):
+        resolver = getattr(mem, "resolve_path", None)
+        if resolver is None:
+            raise CrashextError("this backend cannot resolve paths; give "
+                                "an inode or address_space address")
+        inode = resolver(spec)
+        t = resolve_target(mem, lay, "inode:0x%x" % inode)
+        t.kind, t.label = "path", spec
+        return t
+    kind = None
+    if ":" in spec:
+        k, _, rest = spec.partition(":")
+        k = ALIASES.get(k.lower(), k.lower())
+        if k not in KINDS:
+            raise CrashextError("unknown target kind %r (one of %s)"
+                                % (k, ", ".join(KINDS[:-1])))
+        kind, spec = k, rest
+    addr = parse_address(spec)
+    if _u64(mem, addr) is None:
+        raise CrashextError("cannot read memory at 0x%x" % addr)
+
+    if kind in (None, "inode"):
+        m = _u64(mem, addr + lay.inode_i_mapping)
+        if m and _mapping_ok(mem, lay, m) == addr:
+            return _fill(mem, lay, Target("inode", addr, 0, m, addr))
+        if kind == "inode":
+            raise CrashextError("0x%x is not an inode (i_mapping->host "
+                                "does not point back)" % addr)
+    if kind in (None, "mapping"):
+        host = _mapping_ok(mem, lay, addr)
+        if host:
+            return _fill(mem, lay, Target("mapping", addr, 0, addr, host))
+        if kind == "mapping":
+            raise CrashextError("0x%x is not an address_space (host->"
+                                "i_mapping does not point back)" % addr)
+    if kind in (None, "xarray"):
+        m = addr - lay.as_i_pages
+        host = _mapping_ok(mem, lay, m)
+        if host:
+            return _fill(mem, lay, Target("xarray", addr, 0, m, host))
+        if kind == "xarray":
+            # A bare XArray: walk it, without page-cache checks.
+            return Target("xarray", addr, addr)
+    if kind in (None, "file"):
+        off = mem.member_offset("struct file", "f_mapping")
+        m = _u64(mem, addr + off) if off is not None else None
+        host = _mapping_ok(mem, lay, m) if m else None
+        if host:
+            return _fill(mem, lay, Target("file", addr, 0, m, host))
+        if kind == "file":
+            raise CrashextError("0x%x is not a struct file with a page "
+                                "cache mapping" % addr)
+    if kind in (None, "folio"):
+        m = _u64(mem, addr + lay.f_mapping)
+        host = _mapping_ok(mem, lay, m) if m else None
+        if host:
+            t = _fill(mem, lay, Target("folio", addr, 0, m, host))
+            t.folio = addr
+            return t
+        if kind == "folio":
+            raise CrashextError("0x%x is not a page-cache folio (its "
+                                "mapping is not an address_space)" % addr)
+    raise CrashextError("0x%x is not an inode, address_space, file or "
+                        "page-cache folio; use xarray:0x%x to walk it as "
+                        "a bare XArray" % (addr, addr))
