@@ -33,19 +33,12 @@ ALL_CHECKS = (
     ("marks", marks.check),
 )
 
-_layouts: Dict[int, Layout] = {}
-
-
 def layout_for(mem: Memory) -> Layout:
-    """Discover (once per Memory object) the kernel's struct layout."""
-    lay = _layouts.get(id(mem))
-    if lay is None or getattr(mem, "_crashext_layout", None) is not lay:
+    """Discover the kernel's struct layout once per Memory object."""
+    lay = getattr(mem, "_crashext_layout", None)
+    if lay is None:
         lay = Layout.discover(mem)
-        _layouts[id(mem)] = lay
-        try:
-            mem._crashext_layout = lay        # ties the cache to mem's life
-        except AttributeError:
-            pass
+        mem._crashext_layout = lay          # type: ignore[attr-defined]
     return lay
 
 
