@@ -140,25 +140,31 @@ def resolve_target(mem: Memory, lay: Layout, spec: str) -> Target:
         if kind == "xarray":
             # A bare XArray: walk it, without page-cache checks.
             return Target("xarray", addr, addr)
-    if kind in (None, "file"):
-        off = mem.member_offset("struct file", "f_mapping")
-        m = _u64(mem, addr + off) if off is not None else None
-        host = _mapping_ok(mem, lay, m) if m else None
-        if host:
-            return _fill(mem, lay, Target("file", addr, 0, m, host))
-        if kind == "file":
-            raise CrashextError("0x%x is not a struct file with a page "
-                                "cache mapping" % addr)
-    if kind in (None, "folio"):
+    if kind in (None, "folio") and addr % lay.page_size == 0:
+        # A folio lives in the struct page array: page-size aligned, a head
+        # (compound_head bit 0 clear), mapping an address_space.
         m = _u64(mem, addr + lay.f_mapping)
-        host = _mapping_ok(mem, lay, m) if m else None
+        ch = (_u64(mem, addr + lay.f_compound_head)
+              if lay.f_compound_head is not None else 0)
+        host = _mapping_ok(mem, lay, m) if m and not (ch or 0) & 1 else None
         if host:
             t = _fill(mem, lay, Target("folio", addr, 0, m, host))
             t.folio = addr
             return t
-        if kind == "folio":
-            raise CrashextError("0x%x is not a page-cache folio (its "
-                                "mapping is not an address_space)" % addr)
+    if kind == "folio":
+        raise CrashextError("0x%x is not a page-cache folio (its "
+                            "mapping is not an address_space)" % addr)
+    if kind in (None, "file"):
+        # struct file: f_mapping is an address_space whose host is f_inode.
+        off = mem.member_offset("struct file", "f_mapping")
+        ioff = mem.member_offset("struct file", "f_inode")
+        m = _u64(mem, addr + off) if off is not None else None
+        host = _mapping_ok(mem, lay, m) if m else None
+        if host and ioff is not None and _u64(mem, addr + ioff) == host:
+            return _fill(mem, lay, Target("file", addr, 0, m, host))
+        if kind == "file":
+            raise CrashextError("0x%x is not a struct file with a page "
+                                "cache mapping" % addr)
     raise CrashextError("0x%x is not an inode, address_space, file or "
                         "page-cache folio; use xarray:0x%x to walk it as "
                         "a bare XArray" % (addr, addr))

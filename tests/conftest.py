@@ -1,0 +1,61 @@
+"""Shared fixtures: lab vmcores (../shared/lab, found through their
+manifest.json; tests that need one skip when it is absent) opened once per
+session with the drgn backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SAMPLES = os.path.join(ROOT, "sample_dumps")
+
+
+def lab_dir() -> str:
+    return (os.environ.get("CRASHEXT_LAB") or os.environ.get("LAB")
+            or "/var/cache/crashext-lab")
+
+
+def lab_manifest(family: str):
+    p = os.path.join(lab_dir(), family, "manifest.json")
+    if not os.path.exists(p):
+        return None
+    with open(p) as f:
+        return json.load(f)
+
+
+def lab_dump(family: str, name: str = "elf"):
+    """(manifest, dump path) or skip."""
+    m = lab_manifest(family)
+    if m is None:
+        pytest.skip("no lab run for %s in %s (run ../shared/lab/mkdump.sh "
+                    "--quick --kernel %s)" % (family, lab_dir(), family))
+    for d in m["dumps"]:
+        if d["name"] == name and d.get("drgn_ok", True) and os.path.exists(d["path"]):
+            return m, d["path"]
+    pytest.skip("lab %s has no usable %s dump" % (family, name))
+
+
+_open = {}
+
+
+def open_lab(family: str, name: str = "elf"):
+    """(manifest, DrgnMemory) for a lab dump, cached per session."""
+    pytest.importorskip("drgn")
+    m, path = lab_dump(family, name)
+    key = (family, name)
+    if key not in _open:
+        from crashext.backends.drgn import DrgnMemory
+        _open[key] = DrgnMemory.open(path, m["vmlinux"])
+    return m, _open[key]
+
+
+@pytest.fixture(params=["6.1", "6.12"])
+def lab(request):
+    """(manifest, DrgnMemory) of the ELF dump of each lab kernel."""
+    return open_lab(request.param)
