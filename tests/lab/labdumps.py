@@ -1,0 +1,125 @@
+"""Find the vmcore lab's runs (see /work/shared/lab/README.md) and read their
+``manifest.json``.
+
+The lab directory is ``$CRASHEXT_LAB``, else ``$LAB``, else
+``/var/cache/crashext-lab``; a run of a kernel family is reached through the
+family link (``<lab>/6.1``, ``<lab>/6.12``, ``<lab>/6.12-kaslr``, ...) or by
+its release directory name.  Nothing here needs drgn; every helper returns
+``None`` rather than raising when a run, dump or file is absent, so tests can
+skip cleanly.
+
+>>> m = load_manifest("6.1")                      # doctest: +SKIP
+>>> dump_path(m, "elf"), file_entry(m, "/mnt/xfs/big64")["i_pages"]   # doctest: +SKIP
+('/var/cache/crashext-lab/6.1.0-50-amd64/vmcore.elf', '0xffff888006e6deb8')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+DEFAULT_LAB = "/var/cache/crashext-lab"
+FAMILIES = ("6.1", "6.12")
+
+
+def lab_dir() -> Path:
+    """The lab output directory: $CRASHEXT_LAB, $LAB or the default."""
+    for var in ("CRASHEXT_LAB", "LAB"):
+        v = os.environ.get(var)
+        if v:
+            return Path(v)
+    return Path(DEFAULT_LAB)
+
+
+def run_dir(family: str) -> Optional[Path]:
+    """Directory of the latest run of ``family`` ("6.1", "6.12",
+    "6.12-kaslr", or an exact release directory name), resolved through the
+    family symlink; None when absent."""
+    d = lab_dir() / family
+    if not d.is_dir():
+        return None
+    return d.resolve()
+
+
+def manifest_path(family: str) -> Optional[Path]:
+    d = run_dir(family)
+    if d is None:
+        return None
+    p = d / "manifest.json"
+    return p if p.is_file() else None
+
+
+def load_manifest(family: str = "6.1") -> Optional[Dict[str, Any]]:
+    """Parsed manifest.json of the latest ``family`` run, or None when there
+    is none (or it is unreadable / half written).  The run directory is added
+    under the key ``"_run_dir"``."""
+    p = manifest_path(family)
+    if p is None:
+        return None
+    try:
+        with open(p) as f:
+            m = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict) or "files" not in m:
+        return None
+    m["_run_dir"] = str(p.parent)
+    return m
+
+
+def available_families() -> List[str]:
+    """The families of :data:`FAMILIES` that have a manifest."""
+    return [f for f in FAMILIES if manifest_path(f) is not None]
+
+
+def dump_entry(manifest: Dict[str, Any], name: str) -> Optional[Dict[str, Any]]:
+    """The ``dumps[]`` record called ``name`` ("elf", "makedumpfile-d31",
+    "makedumpfile-d17", "kdump-zlib-reassembled", ...)."""
+    for d in manifest.get("dumps", []):
+        if d.get("name") == name:
+            return d
+    return None
+
+
+def dump_path(manifest: Dict[str, Any], name: str = "elf") -> Optional[str]:
+    """Path of dump ``name`` when the file exists (the manifest's path, else
+    ``<run dir>/vmcore.<name>``), or None."""
+    d = dump_entry(manifest, name)
+    cands = []
+    if d and d.get("path"):
+        cands.append(d["path"])
+    if manifest.get("_run_dir"):
+        cands.append(os.path.join(manifest["_run_dir"], "vmcore." + name))
+    for c in cands:
+        if os.path.isfile(c):
+            return c
+    return None
+
+
+def vmlinux_path(manifest: Dict[str, Any]) -> Optional[str]:
+    """The run's vmlinux (manifest ``vmlinux``, else ``<run dir>/vmlinux``)
+    when it exists, or None."""
+    cands = [manifest.get("vmlinux")]
+    if manifest.get("_run_dir"):
+        cands.append(os.path.join(manifest["_run_dir"], "vmlinux"))
+    for c in cands:
+        if c and os.path.isfile(c):
+            return c
+    return None
+
+
+def file_entry(manifest: Dict[str, Any], path: str) -> Optional[Dict[str, Any]]:
+    """The ``files[]`` record of the guest path (e.g. "/mnt/xfs/big64"), or
+    None.  A bare name ("big64") matches the last path component."""
+    for f in manifest.get("files", []):
+        p = f.get("path", "")
+        if p == path or ("/" not in path and p.rsplit("/", 1)[-1] == path):
+            return f
+    return None
+
+
+def hexint(v: Any) -> int:
+    """Manifest addresses are hex strings; accept ints too."""
+    return v if isinstance(v, int) else int(str(v), 0)
