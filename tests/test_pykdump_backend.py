@@ -31,6 +31,8 @@ from crashext.backends.pykdump import PykdumpMemory  # noqa: E402
 
 BAD = 0xDEAD000000000000        # non-canonical: unreadable everywhere
 
+pytestmark = pytest.mark.lab     # needs the 6.1 lab dump (skipped when absent)
+
 
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
