@@ -91,10 +91,14 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
             yield Finding("FOLIO_INDEX", order=f.order, expected=e.index,
                           found=f.index, **where)
     nr = ctx.target.nrpages
+    lost = sum(1 for f in ctx.walk.problems
+               if f.code in ("NODE_UNREADABLE", "WALK_TRUNCATED"))
     if pc and nr is not None:
-        if missing:
-            ctx.notes.append("nrpages not compared: %d entries could not "
-                             "be read as folios" % missing)
+        if missing or lost:
+            # An unread subtree or folio could hold the difference.
+            ctx.notes.append(
+                "nrpages %d not compared: %d folio(s) and %d subtree(s) "
+                "could not be read" % (nr, missing, lost))
         elif pages != nr:
             yield Finding("NRPAGES", expected=nr, found=pages,
                           address=mapping)
