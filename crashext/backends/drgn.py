@@ -15,6 +15,11 @@ import drgn
 from ..memory import CrashextError, Memory, UnreadableMemory
 
 
+#: Lowest kernel virtual address on 64-bit kernels (x86-64 5-level paging
+#: starts at 0xff00000000000000, 4-level at 0xffff800000000000).
+KERNEL_MIN = 0xFF00000000000000
+
+
 class DrgnMemory(Memory):
     """Memory and debug info read through drgn."""
 
@@ -67,8 +72,11 @@ class DrgnMemory(Memory):
 
     # Memory interface -------------------------------------------------
     def read(self, addr: int, size: int) -> bytes:
-        if addr < 0 or addr + size > 1 << 64:
-            raise UnreadableMemory(addr & ((1 << 64) - 1), size, "address out of range")
+        if addr < KERNEL_MIN or addr + size > 1 << 64:
+            # drgn serves low addresses of QEMU ELF dumps from physical
+            # memory; the engine only ever means kernel virtual addresses.
+            raise UnreadableMemory(addr & ((1 << 64) - 1), size,
+                                   "not a kernel virtual address")
         try:
             return self.prog.read(addr, size)
         except drgn.FaultError as e:
