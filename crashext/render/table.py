@@ -1,0 +1,133 @@
+"""Table renderer: the analysis for a terminal, findings as a table
+(:mod:`tabulate`).
+
+Header lines name the target (kind, inode, i_ino, mapping, xarray,
+nrpages), the kernel release and the tree's statistics with the folio
+order histogram; then the verdict, one row per finding (severity, code,
+node, slot(s) within the node, XArray index in hex and decimal, folio,
+expected, found), the explanations and the notes.
+
+>>> print(render(analysis))                        # doctest: +SKIP
+target    path /mnt/xfs/big64  inode 0xffff888006e6dd38  i_ino 131
+...
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from .. import fmt
+from .chat import (addr_fn, counts, orders_phrase, pages_phrase, regroup,
+                   value_str, verdict_line)
+
+HEADERS = ("severity", "code", "node", "slot", "index", "folio",
+           "expected", "found")
+
+#: Indices listed one per line in a cell before compressing with runs().
+MAX_CELL_INDICES = 4
+
+
+def header_lines(a: Any, grouped: bool = False) -> List[str]:
+    """The lines above the findings table."""
+    addr = addr_fn(grouped)
+    t = a.target
+    s = a.stats
+    what = [t.kind + (" " + t.label if t.label else "")]
+    if t.inode is not None:
+        what.append("inode %s" % addr(t.inode))
+    if t.i_ino is not None:
+        what.append("i_ino %d" % t.i_ino)
+    if t.i_size is not None:
+        what.append("i_size %d" % t.i_size)
+    if t.folio is not None:
+        what.append("folio %s" % addr(t.folio))
+    out = ["target    " + "  ".join(what)]
+    out.append("mapping   %s  xarray %s  nrpages %s" % (
+        addr(t.mapping), addr(t.xarray),
+        "-" if t.nrpages is None else t.nrpages))
+    out.append("release   %s" % (a.release or "unknown"))
+    out.append("stats     nodes %d  depth %d  entries %d  folios %d  "
+               "pages %d  values %d (%d indices)  node reads %d" % (
+                   s.nodes, s.depth, s.entries, s.folios, s.pages,
+                   s.values, s.value_indices, s.node_reads))
+    out.append("orders    %s   (order:folios)" % orders_phrase(s.orders))
+    c = counts(a)
+    out.append("verdict   %s   (%d errors, %d warnings; %s)" % (
+        a.verdict.upper(), c["error"], c["warning"], pages_phrase(a)))
+    return out
+
+
+def _cell_indices(ix) -> str:
+    if not ix:
+        return ""
+    if len(ix) <= MAX_CELL_INDICES:
+        return "\n".join(fmt.idx(i) for i in ix)
+    return "%s\n(%d indices)" % (fmt.runs(ix), len(ix))
+
+
+def _cell_slots(f) -> str:
+    if not f.slots:
+        return ""
+    slots = [s % 64 for s in f.slots if s >= 0]
+    if not slots:
+        return "head"
+    if 1 < len(f.indices) <= MAX_CELL_INDICES and len(slots) == len(f.indices):
+        return "\n".join(str(s) for s in slots)
+    return fmt.slot_list(slots)
+
+
+def rows(a: Any, grouped: bool = False) -> List[List[str]]:
+    """One row per finding, cells as strings (``HEADERS`` order)."""
+    addr = addr_fn(grouped)
+    out = []
+    for f in a.findings:
+        out.append([
+            f.severity,
+            f.code,
+            addr(f.node) if f.node is not None else "",
+            _cell_slots(f),
+            _cell_indices(f.indices),
+            addr(f.folio) if f.folio is not None else "",
+            value_str(f.code, f.expected, addr),
+            value_str(f.code, f.found, addr),
+        ])
+    return out
+
+
+def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
+           meanings: bool = True) -> str:
+    """The analysis as header lines, a findings table, explanations and
+    notes.  ``tablefmt`` is any :mod:`tabulate` format ("simple", "grid",
+    "github", "plain", ...); ``grouped`` writes addresses as
+    ``ffff8880_0a3c4000``; ``meanings`` adds the one-line meaning of each
+    code present below the table."""
+    from tabulate import tabulate
+
+    out = [verdict_line(a, None, addr_fn(grouped)), ""]
+    out.extend(header_lines(a, grouped))
+    if a.findings:
+        out.append("")
+        out.append(tabulate(rows(a, grouped), headers=HEADERS,
+                            tablefmt=tablefmt, disable_numparse=True,
+                            showindex=range(1, len(a.findings) + 1)))
+        if meanings:
+            out.append("")
+            seen = []
+            for f in a.findings:
+                if f.code not in seen:
+                    seen.append(f.code)
+                    out.append("%-20s %s" % (f.code, f.meaning))
+    if a.explanations:
+        out.append("")
+        out.append("explanations:")
+        for e in a.explanations:
+            refs = ",".join("#%d" % (i + 1) for i in e.findings)
+            out.append("  %s (findings %s)" % (e.code, refs or "-"))
+            for ln in e.lines:
+                out.append("    " + (regroup(ln) if grouped else ln))
+    if a.notes:
+        out.append("")
+        out.append("notes:")
+        for n in a.notes:
+            out.append("  - " + (regroup(n) if grouped else n))
+    return "\n".join(out) + "\n"

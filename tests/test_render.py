@@ -1,0 +1,403 @@
+"""Renderers (chat, table, JSON, dump, PNG) on real lab dumps, clean and
+patched into the seed case (one folio at slots 16, 32 and 48).
+
+Skipped when the vmcore lab (/var/cache/crashext-lab/6.1/manifest.json)
+or drgn is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections import Counter
+from functools import lru_cache
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from patched_memory import (LAB, PatchedMemory, lab_files,  # noqa: E402
+                            lab_memory, lab_seed)
+
+from crashext import fmt  # noqa: E402
+from crashext.memory import CrashextError  # noqa: E402
+from crashext.render import chat, dump, jsonout, table  # noqa: E402
+
+FAMILIES = ("6.1", "6.12")
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(LAB, "6.1", "manifest.json")),
+    reason="vmcore lab absent (%s/6.1/manifest.json)" % LAB)
+
+
+def _families():
+    return [f for f in FAMILIES
+            if os.path.isfile(os.path.join(LAB, f, "manifest.json"))]
+
+
+def _mem(family):
+    try:
+        import drgn  # noqa: F401
+    except ImportError:
+        pytest.skip("drgn not installed")
+    got = lab_memory(family)
+    if got is None:
+        pytest.skip("lab run %s incomplete" % family)
+    return got
+
+
+@lru_cache(maxsize=None)
+def clean(family, path):
+    from crashext.analyze import analyze
+    return analyze(_mem(family)[0], path)
+
+
+@lru_cache(maxsize=None)
+def seed(family, path=None):
+    from crashext.analyze import analyze
+    _mem(family)
+    case = lab_seed(family, path)
+    if case is None:
+        pytest.skip("no node fit for the seed case in %s" % family)
+    return case, analyze(case.mem, case.path)
+
+
+@lru_cache(maxsize=None)
+def stale_siblings(family):
+    """Slot 0 zeroed in 30 leaf nodes of big64 (30 SIBLING_TO_NULL, 30
+    NODE_COUNT, NRPAGES) and one node's array pointed elsewhere."""
+    from crashext.analyze import analyze
+    mem = _mem(family)[0]
+    a0 = clean(family, "/mnt/xfs/big64")
+    pm = PatchedMemory(mem)
+    leaves = [n for n in a0.walk.nodes if n.eshift == 0]
+    for n in leaves[:30]:
+        pm.patch_slot(n.addr, 0, 0, a0.layout)
+    pm.patch_u64(leaves[40].addr + a0.layout.node_array,
+                 a0.target.xarray + 0x1000)
+    return analyze(pm, "/mnt/xfs/big64")
+
+
+def _all_cases():
+    cases = []
+    for fam in _families():
+        for p in lab_files(fam):
+            cases.append((fam, p))
+    return cases
+
+
+def _body(text):
+    lines = text.splitlines()
+    assert lines[0] == "```" and lines[-1] == "```", text
+    return lines[1:-1]
+
+
+def _check_width(text, width=60):
+    for ln in text.splitlines():
+        assert len(ln) <= width, "%d cols: %r" % (len(ln), ln)
+
+
+# Chat ----------------------------------------------------------------------
+@pytest.mark.parametrize("family,path", _all_cases())
+def test_chat_clean_lab_files(family, path):
+    a = clean(family, path)
+    for grouped in (False, True):
+        text = chat.render(a, grouped=grouped)
+        _check_width(text)
+        body = _body(text)
+        assert body[0].startswith(a.verdict.upper() + " inode %d"
+                                  % a.target.i_ino)
+    if a.verdict == "clean":
+        assert body[0].endswith("%d pages = nrpages" % a.target.nrpages)
+        assert "%d entries" % a.stats.entries in body[0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("path", [None, "/mnt/xfs/big64"])
+def test_chat_seed_case(family, path):
+    if family not in _families():
+        pytest.skip("no %s lab run" % family)
+    case, a = seed(family, path)
+    assert a.verdict == "corrupt"
+    for grouped in (False, True):
+        text = chat.render(a, grouped=grouped)
+        _check_width(text)
+        body = _body(text)
+        assert body[0] == "CORRUPT inode %d %s: 3 errors" % (
+            a.target.i_ino, case.path)
+        for i, s in zip(case.indices, (16, 32, 48)):
+            assert "%s slot %d" % (fmt.idx(i), s) in text
+        # Every explanation line is there (addresses grouped or not).
+        for e in a.explanations:
+            for ln in e.lines:
+                want = chat.regroup(ln) if grouped else ln
+                assert want.strip() in text
+        assert "split to order 4" in text
+        # The xarray index and folio->index side by side for stale copies.
+        own = [i for i in case.indices
+               if a.folios[case.folio].index == i]
+        assert len(own) == 1
+        for i in case.indices:
+            if i != own[0]:
+                assert re.search(r"%s slot \d+ +folio->index %s"
+                                 % (re.escape(fmt.idx(i)),
+                                    re.escape(fmt.idx(own[0]))), text)
+    assert "ffffea00_" in chat.render(a, grouped=True)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_chat_groups_many_findings(family):
+    if family not in _families():
+        pytest.skip("no %s lab run" % family)
+    a = stale_siblings(family)
+    assert len(a.findings) >= 60
+    text = chat.render(a)
+    _check_width(text)
+    body = _body(text)
+    assert body[0].startswith("CORRUPT inode")
+    # Groups are separated by blank lines; a group's finding lines (before
+    # its "=> why") stay within 15 lines.
+    groups = "\n".join(body).split("\n\n")[1:]
+    codes = {f.code for f in a.findings}
+    assert len(groups) == len(codes)
+    for g in groups:
+        ev = g.split("\n=> ")[0].splitlines()
+        assert len(ev) <= chat.MAX_LINES, g
+    assert "SIBLING_TO_NULL x30 (error)" in text
+    assert "more in" in text
+    assert len(body) < 90
+    # Narrower phones.
+    _check_width(chat.render(a, width=40, max_lines=8), 40)
+
+
+def test_chat_no_fence_and_width_option():
+    a = seed("6.1")[1]
+    text = chat.render(a, fence=False, width=50)
+    assert not text.startswith("```")
+    _check_width(text, 50)
+
+
+# Table ---------------------------------------------------------------------
+def test_table_seed_and_clean():
+    case, a = seed("6.1")
+    text = table.render(a)
+    assert text.splitlines()[0].startswith("CORRUPT inode")
+    for h in table.HEADERS:
+        assert h in text
+    for key in ("target", "mapping", "xarray", "nrpages", "release",
+                "stats", "orders", "verdict", "explanations"):
+        assert key in text
+    assert fmt.idx(case.indices[1]) in text
+    assert "DUP_FOLIO" in text and "FOLIO_INDEX" in text
+    assert "i_ino %d" % a.target.i_ino in text
+    c = clean("6.1", "/mnt/xfs/big64")
+    t2 = table.render(c, tablefmt="github", grouped=True)
+    assert t2.startswith("CLEAN")
+    assert "severity" not in t2          # no table for a clean tree
+    assert "2:" in t2 and "_" in t2
+
+
+# JSON ----------------------------------------------------------------------
+def test_json_round_trip_and_deterministic():
+    from crashext.analyze import analyze
+    case, a = seed("6.1")
+    text = jsonout.render(a)
+    again = jsonout.render(analyze(case.mem, case.path))
+    assert text == again
+    doc = jsonout.loads(text)
+    assert jsonout.dumps(doc) == text
+    assert doc["schema"] == "crashext.analysis/1"
+    assert doc["verdict"] == "corrupt"
+    assert doc["counts"]["error"] == 3
+    dup = doc["findings"][0]
+    assert dup["code"] == "DUP_FOLIO" and dup["slots"] == [16, 32, 48]
+    assert dup["indices"] == list(case.indices)
+    assert dup["folio"] == "0x%x" % case.folio
+    assert dup["meaning"]
+    assert doc["explanations"][0]["findings"] == [1]
+    full = jsonout.render(a, full=True)
+    fdoc = json.loads(full)
+    assert jsonout.dumps(fdoc) == full
+    assert len(fdoc["nodes"]) == a.stats.nodes
+    assert len(fdoc["entries"]) == a.stats.entries
+    assert all(len(n["slots"]) == 64 for n in fdoc["nodes"])
+    with pytest.raises(CrashextError):
+        jsonout.loads('{"schema": "other/1"}')
+
+
+@pytest.mark.parametrize("family,path", _all_cases())
+def test_json_clean_identical(family, path):
+    from crashext.analyze import analyze
+    a = clean(family, path)
+    b = analyze(_mem(family)[0], path)
+    assert jsonout.render(a, full=True) == jsonout.render(b, full=True)
+    doc = json.loads(jsonout.render(a))
+    assert doc["verdict"] == "clean" and doc["findings"] == []
+    assert doc["stats"]["pages"] == doc["target"]["nrpages"]
+
+
+def test_json_schema_documented():
+    doc_path = os.path.join(os.path.dirname(HERE), "docs", "json-schema.md")
+    with open(doc_path) as f:
+        md = f.read()
+    a = stale_siblings("6.1")
+    d = jsonout.to_data(a, full=True)
+
+    def keys(obj, out):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                out.add(k)
+                if k not in ("extra", "data", "orders"):
+                    keys(v, out)
+        elif isinstance(obj, list):
+            for v in obj:
+                keys(v, out)
+        return out
+
+    for k in sorted(keys(d, set())):
+        assert "`%s`" % k in md, "field %s not in docs/json-schema.md" % k
+    for f in a.findings + seed("6.1")[1].findings:
+        for k in f.extra:
+            assert "`%s`" % k in md, "extra key %s undocumented" % k
+
+
+# Dump ----------------------------------------------------------------------
+@pytest.mark.parametrize("family,path", _all_cases())
+def test_dump_tree_and_flat(family, path):
+    a = clean(family, path)
+    text = dump.render(a)
+    lines = text.splitlines()
+    assert lines[0].startswith("xarray 0x%x" % a.target.xarray)
+    node_lines = [ln for ln in lines if ln.lstrip().startswith("node ")]
+    assert len(node_lines) == a.stats.nodes
+    entry_lines = [ln for ln in lines if ln.lstrip().startswith("0x")]
+    assert len(entry_lines) == a.stats.entries      # siblings summarised
+    flat = dump.render(a, flat=True).splitlines()
+    assert len(flat) == a.stats.folios
+    m = _mem(family)[1]
+    rec = [f for f in m["files"] if f["path"] == path][0]
+    want = ["%d %s %d" % (x["index"], x["folio"], x["order"])
+            for x in rec.get("first_folios", []) if isinstance(x, dict)]
+    assert flat[:len(want)] == want
+
+
+def test_dump_seed_and_stray_siblings():
+    case, a = seed("6.1")
+    text = dump.render(a)
+    for i in case.indices[1:]:
+        assert re.search(r"%s slot \d+ pointer 0x%x order 4 slots \d+-\d+ "
+                         r"\[folio->index" % (re.escape(fmt.idx(i)),
+                                              case.folio), text)
+    b = stale_siblings("6.1")
+    t2 = dump.render(b, grouped=True)
+    assert "sibling(0) stray" in t2
+    assert "(expected" not in t2.splitlines()[1]
+
+
+# PNG -----------------------------------------------------------------------
+def _dominant(img, box, inset=14):
+    x0, y0, x1, y1 = box
+    pts = Counter()
+    for x in range(x0 + inset, x1 - inset, 4):
+        for y in range(y0 + inset, y1 - inset, 4):
+            pts[img.getpixel((x, y))] += 1
+    return pts.most_common(1)[0][0]
+
+
+def test_png_seed(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    from crashext.render import png
+    case, a = seed("6.1")
+    out = tmp_path / "seed.png"
+    info = png.render_png(a, str(out))
+    img = Image.open(out).convert("RGB")
+    assert img.size[0] == 1080 and info["size"] == img.size
+    panel = info["panels"][0]
+    assert panel["node"] == case.node.addr
+    cols = [_dominant(img, panel["cells"][s]) for s in (16, 32, 48)]
+    assert cols[0] == cols[1] == cols[2] == tuple(panel["fills"][16])
+    # The centre of each duplicated cell carries the folio colour or text,
+    # and its frame is the duplicate frame.
+    for s in (16, 32, 48):
+        x0, y0, x1, y1 = panel["cells"][s]
+        assert img.getpixel((x0 + 2, (y0 + y1) // 2)) == png.DUP_FRAME
+    # Siblings are lighter than their canonical slot, others differ.
+    assert _dominant(img, panel["cells"][17]) == png.lighter(cols[0])
+    assert _dominant(img, panel["cells"][0]) != cols[0]
+    # Caption: the verdict colour, with text on it.
+    cx0, cy0, cx1, cy1 = info["caption"]
+    assert cy1 == img.size[1] - 1
+    assert img.getpixel((cx0 + 4, cy0 + 4)) == png.VERDICT_FILL["corrupt"]
+    cap = img.crop((cx0, cy0, cx1, cy1))
+    assert any(c == png.CAPTION_INK
+               for _, c in cap.getcolors(maxcolors=1 << 20))
+    assert info["caption_text"].startswith("CORRUPT inode")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_png_clean_and_many(tmp_path, family):
+    Image = pytest.importorskip("PIL.Image")
+    from crashext.render import png
+    if family not in _families():
+        pytest.skip("no %s lab run" % family)
+    a = clean(family, "/mnt/xfs/big64")
+    out = tmp_path / "clean.png"
+    info = png.render_png(a, str(out))
+    img = Image.open(out).convert("RGB")
+    assert img.size[0] == 1080
+    panel = info["panels"][0]
+    cx0, cy0, _, _ = info["caption"]
+    assert img.getpixel((cx0 + 4, cy0 + 4)) == png.VERDICT_FILL["clean"]
+    # Each canonical folio keeps its fill; its siblings are lighter.
+    cells = png.classify(a.walk.node_at(panel["node"]))
+    for c in cells:
+        if c["kind"] == 1:
+            assert _dominant(img, panel["cells"][c["slot"]]) == \
+                tuple(panel["fills"][c["slot"]])
+    b = stale_siblings(family)
+    info = png.render_png(b, str(tmp_path / "many.png"), width=720)
+    assert info["size"][0] == 720 and len(info["panels"]) == 3
+
+
+def test_png_without_pillow(monkeypatch, tmp_path):
+    from crashext.render import png
+    for mod in list(sys.modules):
+        if mod == "PIL" or mod.startswith("PIL."):
+            monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    a = seed("6.1")[1]
+    with pytest.raises(CrashextError, match=r"Pillow is not installed: "
+                       r"pip install crashext\[png\]"):
+        png.render_png(a, str(tmp_path / "x.png"))
+
+
+# Layering ------------------------------------------------------------------
+def test_engine_does_not_import_renderers():
+    root = os.path.join(os.path.dirname(HERE), "crashext")
+    front = {"render", "crash", "triage", "cli.py", "drgn_plugin.py",
+             "__main__.py"}
+    pat = re.compile(r"^\s*(from\s+(\.+|crashext\.)render|import\s+crashext"
+                     r"\.render|from\s+\.+\s+import\s+render)", re.M)
+    for dirpath, dirs, files in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        if rel.split(os.sep)[0] in front:
+            continue
+        for fn in files:
+            if not fn.endswith(".py") or (rel == "." and fn in front):
+                continue
+            with open(os.path.join(dirpath, fn)) as f:
+                assert not pat.search(f.read()), os.path.join(rel, fn)
+    # Renderers: tabulate only in table, Pillow only in png (lazily).
+    rdir = os.path.join(root, "render")
+    for fn in ("chat.py", "jsonout.py", "dump.py", "png.py", "table.py"):
+        with open(os.path.join(rdir, fn)) as f:
+            src = f.read()
+        if fn != "table.py":
+            assert "tabulate" not in src
+        if fn != "png.py":
+            assert "PIL" not in src
+        assert not re.search(r"^(from PIL|import PIL)", src, re.M)
