@@ -4,7 +4,6 @@ session with the drgn backend."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -22,11 +21,9 @@ def lab_dir() -> str:
 
 
 def lab_manifest(family: str):
-    p = os.path.join(lab_dir(), family, "manifest.json")
-    if not os.path.exists(p):
-        return None
-    with open(p) as f:
-        return json.load(f)
+    """Manifest of the newest lab run of ``family`` (tests/lab/labdumps)."""
+    from tests.lab.labdumps import load_manifest
+    return load_manifest(family)
 
 
 def lab_dump(family: str, name: str = "elf"):

@@ -38,9 +38,17 @@ def run_dir(family: str) -> Optional[Path]:
     "6.12-kaslr", or an exact release directory name), resolved through the
     family symlink; None when absent."""
     d = lab_dir() / family
-    if not d.is_dir():
-        return None
-    return d.resolve()
+    if d.is_dir() and (d / "manifest.json").is_file():
+        return d.resolve()
+    # A family run with a big file ("6.1-big256M") also holds every
+    # standard test file: use the newest one when the plain link is absent.
+    if "-" not in family:
+        cands = sorted(lab_dir().glob(family + "-big*"),
+                       key=lambda p: p.stat().st_mtime, reverse=True)
+        for c in cands:
+            if (c / "manifest.json").is_file():
+                return c.resolve()
+    return d.resolve() if d.is_dir() else None
 
 
 def manifest_path(family: str) -> Optional[Path]:
