@@ -40,6 +40,9 @@ class Target:
     nrpages: Optional[int] = None
     label: str = ""             # the path, when one was given
     folio: Optional[int] = None  # the folio the user named, if any
+    fs_type: Optional[str] = None   # i_sb->s_type->name ("xfs", "tmpfs")
+    swap_cache: bool = False    # a swapper_spaces[] tree: folio->mapping
+                                # and ->index are not the cache's
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -87,7 +90,27 @@ def _fill(mem: Memory, lay: Layout, t: Target) -> Target:
     if t.inode:
         t.i_ino = _u64(mem, t.inode + lay.inode_i_ino)
         t.i_size = _u64(mem, t.inode + lay.inode_i_size)
+        t.fs_type = fs_type_of(mem, lay, t.inode)
     return t
+
+
+def fs_type_of(mem: Memory, lay: Layout, inode: int) -> Optional[str]:
+    """``inode->i_sb->s_type->name``, or None when unreadable."""
+    st = mem.member_offset("struct super_block", "s_type")
+    nm = mem.member_offset("struct file_system_type", "name")
+    if st is None or nm is None:
+        return None
+    sb = _u64(mem, inode + lay.inode_i_sb)
+    fst = _u64(mem, sb + st) if sb else None
+    name = _u64(mem, fst + nm) if fst else None
+    if not name:
+        return None
+    try:
+        raw = mem.read(name, 16)
+    except UnreadableMemory:
+        return None
+    raw = raw.split(b"\0", 1)[0]
+    return raw.decode("ascii", "replace") if raw.isascii() else None
 
 
 def resolve_target(mem: Memory, lay: Layout, spec: str) -> Target:
