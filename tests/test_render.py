@@ -1,8 +1,9 @@
 """Renderers (chat, table, JSON, dump, PNG) on real lab dumps, clean and
-patched into the seed case (one folio at slots 16, 32 and 48).
+patched into the seed case (one folio at slots 16, 32 and 48), and on the
+snapshots in sample_dumps/ (which need nothing but crashext).
 
-Skipped when the vmcore lab (/var/cache/crashext-lab/6.1/manifest.json)
-or drgn is absent.
+The lab tests skip when the vmcore lab
+(/var/cache/crashext-lab/6.1/manifest.json) or drgn is absent.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from crashext.render import chat, dump, jsonout, table  # noqa: E402
 
 FAMILIES = ("6.1", "6.12")
 
-pytestmark = pytest.mark.skipif(
+needs_lab = pytest.mark.skipif(
     not os.path.isfile(os.path.join(LAB, "6.1", "manifest.json")),
     reason="vmcore lab absent (%s/6.1/manifest.json)" % LAB)
 
@@ -102,6 +103,7 @@ def _check_width(text, width=60):
 
 
 # Chat ----------------------------------------------------------------------
+@needs_lab
 @pytest.mark.parametrize("family,path", _all_cases())
 def test_chat_clean_lab_files(family, path):
     a = clean(family, path)
@@ -116,6 +118,7 @@ def test_chat_clean_lab_files(family, path):
         assert "%d entries" % a.stats.entries in body[0]
 
 
+@needs_lab
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("path", [None, "/mnt/xfs/big64"])
 def test_chat_seed_case(family, path):
@@ -149,6 +152,7 @@ def test_chat_seed_case(family, path):
     assert "ffffea00_" in chat.render(a, grouped=True)
 
 
+@needs_lab
 @pytest.mark.parametrize("family", FAMILIES)
 def test_chat_groups_many_findings(family):
     if family not in _families():
@@ -174,6 +178,7 @@ def test_chat_groups_many_findings(family):
     _check_width(chat.render(a, width=40, max_lines=8), 40)
 
 
+@needs_lab
 def test_chat_no_fence_and_width_option():
     a = seed("6.1")[1]
     text = chat.render(a, fence=False, width=50)
@@ -182,6 +187,7 @@ def test_chat_no_fence_and_width_option():
 
 
 # Table ---------------------------------------------------------------------
+@needs_lab
 def test_table_seed_and_clean():
     case, a = seed("6.1")
     text = table.render(a)
@@ -202,6 +208,7 @@ def test_table_seed_and_clean():
 
 
 # JSON ----------------------------------------------------------------------
+@needs_lab
 def test_json_round_trip_and_deterministic():
     from crashext.analyze import analyze
     case, a = seed("6.1")
@@ -229,6 +236,7 @@ def test_json_round_trip_and_deterministic():
         jsonout.loads('{"schema": "other/1"}')
 
 
+@needs_lab
 @pytest.mark.parametrize("family,path", _all_cases())
 def test_json_clean_identical(family, path):
     from crashext.analyze import analyze
@@ -240,6 +248,7 @@ def test_json_clean_identical(family, path):
     assert doc["stats"]["pages"] == doc["target"]["nrpages"]
 
 
+@needs_lab
 def test_json_schema_documented():
     doc_path = os.path.join(os.path.dirname(HERE), "docs", "json-schema.md")
     with open(doc_path) as f:
@@ -266,6 +275,7 @@ def test_json_schema_documented():
 
 
 # Dump ----------------------------------------------------------------------
+@needs_lab
 @pytest.mark.parametrize("family,path", _all_cases())
 def test_dump_tree_and_flat(family, path):
     a = clean(family, path)
@@ -285,6 +295,7 @@ def test_dump_tree_and_flat(family, path):
     assert flat[:len(want)] == want
 
 
+@needs_lab
 def test_dump_seed_and_stray_siblings():
     case, a = seed("6.1")
     text = dump.render(a)
@@ -308,6 +319,7 @@ def _dominant(img, box, inset=14):
     return pts.most_common(1)[0][0]
 
 
+@needs_lab
 def test_png_seed(tmp_path):
     Image = pytest.importorskip("PIL.Image")
     from crashext.render import png
@@ -338,6 +350,7 @@ def test_png_seed(tmp_path):
     assert info["caption_text"].startswith("CORRUPT inode")
 
 
+@needs_lab
 @pytest.mark.parametrize("family", FAMILIES)
 def test_png_clean_and_many(tmp_path, family):
     Image = pytest.importorskip("PIL.Image")
@@ -369,7 +382,7 @@ def test_png_without_pillow(monkeypatch, tmp_path):
         if mod == "PIL" or mod.startswith("PIL."):
             monkeypatch.delitem(sys.modules, mod)
     monkeypatch.setitem(sys.modules, "PIL", None)
-    a = seed("6.1")[1]
+    a = sample_analyses()[0][2]
     with pytest.raises(CrashextError, match=r"Pillow is not installed: "
                        r"pip install crashext\[png\]"):
         png.render_png(a, str(tmp_path / "x.png"))
@@ -401,3 +414,98 @@ def test_engine_does_not_import_renderers():
         if fn != "png.py":
             assert "PIL" not in src
         assert not re.search(r"^(from PIL|import PIL)", src, re.M)
+
+
+# sample_dumps/ (no lab needed) -------------------------------------------
+SAMPLES = os.path.join(os.path.dirname(HERE), "sample_dumps")
+
+
+@lru_cache(maxsize=None)
+def sample_analyses():
+    """[(snapshot name, path, Analysis, truth)] for every sample file."""
+    import glob
+    from crashext.analyze import analyze
+    from crashext.backends.snapshot import SnapshotMemory
+    out = []
+    for snap in sorted(glob.glob(os.path.join(SAMPLES, "*.snap"))):
+        with open(snap[:-len(".snap")] + ".truth.json") as f:
+            truth = json.load(f)
+        mem = SnapshotMemory.load(snap)
+        for path in truth["files"]:
+            out.append((os.path.basename(snap), path, analyze(mem, path),
+                        truth))
+    if not out:
+        pytest.skip("no sample_dumps/*.snap")
+    return tuple(out)
+
+
+def _sample_ids():
+    import glob
+    return sorted(os.path.basename(p)
+                  for p in glob.glob(os.path.join(SAMPLES, "*.snap")))
+
+
+@pytest.mark.parametrize("snap", _sample_ids())
+def test_samples_all_renderers(snap, tmp_path):
+    for name, path, a, truth in sample_analyses():
+        if name != snap:
+            continue
+        cases = [c for c in truth["cases"] if c["file"] == path]
+        for grouped in (False, True):
+            text = chat.render(a, grouped=grouped)
+            _check_width(text)
+            body = _body(text)
+            assert body[0].startswith(a.verdict.upper() + " inode %d"
+                                      % a.target.i_ino)
+            assert body[0].startswith("CORRUPT" if cases else "CLEAN")
+        for c in cases:
+            if c["indices"]:
+                i = c["indices"][0]
+                assert fmt.idx(i) in text or fmt.runs(c["indices"]) in text
+        t = table.render(a)
+        assert t.startswith(a.verdict.upper())
+        js = jsonout.render(a, full=True)
+        assert jsonout.dumps(jsonout.loads(js)) == js
+        d = dump.render(a)
+        assert len([ln for ln in d.splitlines()
+                    if ln.lstrip().startswith("node ")]) == a.stats.nodes
+        assert len(dump.render(a, flat=True).splitlines()) == a.stats.folios
+        try:
+            from crashext.render import png
+            import PIL  # noqa: F401
+        except ImportError:
+            continue
+        info = png.render_png(a, str(tmp_path / "x.png"))
+        assert info["size"][0] == 1080
+        assert info["caption_fill"] == png.VERDICT_FILL[a.verdict]
+        if cases and cases[0]["node"]:
+            drawn = [p["node"] for p in info["panels"]]
+            assert int(cases[0]["node"], 16) in drawn or \
+                cases[0]["codes"] == ["NODE_UNREADABLE"]
+
+
+def test_sample_seed_chat_and_png(tmp_path):
+    got = [x for x in sample_analyses() if x[0] == "seed-6.1.snap"]
+    if not got:
+        pytest.skip("no seed sample")
+    _, path, a, truth = got[0]
+    idx = truth["cases"][0]["indices"]
+    text = chat.render(a)
+    for i, s in zip(idx, (16, 32, 48)):
+        assert "%s slot %d" % (fmt.idx(i), s) in text
+    assert "order-6 entry split to order 4" in text
+    Image = pytest.importorskip("PIL.Image")
+    from crashext.render import png
+    info = png.render_png(a, str(tmp_path / "seed.png"))
+    img = Image.open(str(tmp_path / "seed.png")).convert("RGB")
+    panel = info["panels"][0]
+    cols = {_dominant(img, panel["cells"][s]) for s in (16, 32, 48)}
+    assert len(cols) == 1
+
+
+def test_render_many_json():
+    items = sample_analyses()
+    text = jsonout.render_many([x[2] for x in items])
+    docs = json.loads(text)
+    assert isinstance(docs, list) and len(docs) == len(items)
+    assert all(d["schema"] == jsonout.SCHEMA for d in docs)

@@ -160,7 +160,7 @@ def where(i: int, slot: Optional[int]) -> str:
 def fit(parts: Sequence[str], width: int, sep: str = "  ",
         indent: str = "  ") -> List[str]:
     """Join ``parts`` on one line when it fits, else greedily on several
-    lines, continuation lines indented."""
+    lines (a part is never split), continuation lines indented."""
     parts = [p for p in parts if p]
     if not parts:
         return []
@@ -170,7 +170,7 @@ def fit(parts: Sequence[str], width: int, sep: str = "  ",
     out = [parts[0]]
     for p in parts[1:]:
         cand = out[-1] + sep + p
-        if len(cand) <= width and len(out) > 1:
+        if len(cand) <= width:
             out[-1] = cand
         else:
             out.append(indent + p)
@@ -220,9 +220,9 @@ def _detail(f: Finding, a: Any, addr: Callable) -> List[str]:
                              if tgt else "NULL")
         return [s]
     if c in ("FOLIO_UNREADABLE", "NODE_UNREADABLE"):
-        r = f.extra.get("reason") or ""
-        return ["at %s" % addr(f.address) if f.address else "",
-                r]
+        what = "child node" if c == "NODE_UNREADABLE" else "folio"
+        return ["%s %s" % (what, addr(f.address)) if f.address else "",
+                f.extra.get("reason") or ""]
     if c == "MARK_PARENT" or c == "MARK_ON_EMPTY":
         return ["mark %s" % f.extra.get("mark", "?"),
                 ("expected %s, found %s" % (ex, fo)) if ex is not None else ""]

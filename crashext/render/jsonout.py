@@ -18,7 +18,7 @@ reader that uses doubles.  Counts and XArray indices are JSON integers.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..xarray import entry as E
 from .chat import counts, verdict_line
@@ -196,6 +196,13 @@ def render(a: Any, full: bool = False, indent: Optional[int] = 2) -> str:
     return dumps(to_data(a, full), indent)
 
 
+def render_many(analyses: Sequence[Any], full: bool = False,
+                indent: Optional[int] = 2) -> str:
+    """Several analyses (several targets of one dump) as a JSON array of
+    ``crashext.analysis/1`` documents, in the order given."""
+    return dumps([to_data(a, full) for a in analyses], indent)
+
+
 def loads(text: str) -> Dict[str, Any]:
     """Parse a document written by :func:`render`; refuse any other
     schema (a version bump means a field changed meaning)."""
@@ -207,4 +214,5 @@ def loads(text: str) -> Dict[str, Any]:
     return doc
 
 
-__all__: List[str] = ["SCHEMA", "render", "to_data", "dumps", "loads"]
+__all__: List[str] = ["SCHEMA", "render", "render_many", "to_data", "dumps",
+                      "loads"]
