@@ -371,6 +371,8 @@ def _context(a: Any, width: int, addr: Callable,
     parts = []
     if t.label and not label_shown:
         parts.append(t.label)
+    if getattr(t, "fs_type", None):
+        parts.append(t.fs_type)
     if a.release:
         parts.append("kernel %s" % a.release)
     out.extend(fit(parts, width, sep=", "))

@@ -53,19 +53,22 @@ def _value(v: Any) -> Any:
     return str(v)
 
 
+#: Target fields holding addresses (written as hex strings).
+_TARGET_ADDRS = ("addr", "xarray", "mapping", "inode", "folio")
+
+
 def target_dict(t: Any) -> Dict[str, Any]:
-    return {
-        "kind": t.kind,
-        "addr": _hex(t.addr),
-        "xarray": _hex(t.xarray),
-        "mapping": _hex(t.mapping),
-        "inode": _hex(t.inode),
-        "i_ino": t.i_ino,
-        "i_size": t.i_size,
-        "nrpages": t.nrpages,
-        "label": t.label or None,
-        "folio": _hex(t.folio),
-    }
+    """Every Target field; addresses as hex strings, an empty label as
+    null.  Fields added to Target later appear here by themselves."""
+    d = t.to_dict()
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        if k in _TARGET_ADDRS:
+            out[k] = _hex(v)
+        else:
+            out[k] = _value(v)
+    out["label"] = d.get("label") or None
+    return out
 
 
 def stats_dict(s: Any) -> Dict[str, Any]:

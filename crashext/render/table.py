@@ -37,6 +37,10 @@ def header_lines(a: Any, grouped: bool = False) -> List[str]:
         what.append("inode %s" % addr(t.inode))
     if t.i_ino is not None:
         what.append("i_ino %d" % t.i_ino)
+    if getattr(t, "fs_type", None):
+        what.append("fs %s" % t.fs_type)
+    if getattr(t, "swap_cache", False):
+        what.append("swap cache")
     if t.i_size is not None:
         what.append("i_size %d" % t.i_size)
     if t.folio is not None:
