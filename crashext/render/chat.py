@@ -244,7 +244,7 @@ def _dup_lines(f: Finding, a: Any, addr: Callable, width: int) -> List[str]:
         addr(f.folio), "" if f.order is None else " order %d" % f.order,
         len(f.indices))]
     if f.node is not None:
-        lines.append("node %s shift %s" % (addr(f.node), f.shift))
+        lines.append(_node_head(a, f.node, addr))
     fi = f.extra.get("folio_index")
     nodes = f.extra.get("nodes") or []
     for k, i in enumerate(f.indices):
