@@ -1,0 +1,318 @@
+"""Batch triage on the lab vmcores (skipped when the lab is absent): the
+whole-dump scan, the radix_tree_node slab walk, the reverse lookup, the
+parallel batch (resumable, errors as results) and the grouped report."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from crashext.analyze import layout_for
+from crashext.triage import batch, report
+from crashext.triage.reverse import find_folio, reverse_map
+from crashext.triage.scan import rank, scan, summarize
+from crashext.triage.slab import walk_slab
+from crashext.xarray.entry import xa_mk_sibling
+from crashext.xarray.walk import walk_xarray
+
+from conftest import lab_dir, lab_dump, open_lab
+
+pytestmark = pytest.mark.lab
+
+_scans = {}
+_slabs = {}
+
+
+def _scan(family, mem):
+    if family not in _scans:
+        _scans[family] = list(scan(mem))
+    return _scans[family]
+
+
+def _slab(family, mem):
+    if family not in _slabs:
+        _slabs[family] = walk_slab(mem)
+    return _slabs[family]
+
+
+def _family(m):
+    return "6.1" if m["release"].startswith("6.1.") else "6.12"
+
+
+# ----------------------------------------------------------------------
+# scan
+
+
+def test_scan_finds_every_manifest_file_clean(lab):
+    m, mem = lab
+    rows = _scan(_family(m), mem)
+    by_inode = {r.inode: r for r in rows if r.kind == "inode"}
+    for f in m["files"]:
+        r = by_inode.get(int(f["inode"], 16))
+        assert r is not None, f["path"]
+        assert r.verdict == "clean" and r.codes == {}, (f["path"], r.codes)
+        assert r.i_ino == f["i_ino"]
+        assert r.fs_type == f.get("fs_type", r.fs_type)
+        assert r.mapping == int(f["address_space"], 16)
+        assert r.xarray == int(f["i_pages"], 16)
+        assert r.nrpages == f["nrpages"] == r.counts["pages"]
+        assert r.counts["folios"] == f["folios"]
+        assert r.counts["values"] == f["value_entries"]
+    # Clean dump: no finding anywhere, no enumeration error.
+    assert [r.summary() for r in rows if r.verdict != "clean"] == []
+    s = summarize(rows)
+    assert s["verdict"] == "clean" and s["codes"] == {} and s["top"] == []
+    assert s["rows"] == len(rows) >= len(m["files"])
+    assert {"xfs", "tmpfs"} <= set(s["by_fs"])
+
+
+def test_scan_ranks_the_seed_case_first():
+    from patched_memory import seed_case
+    m, mem = open_lab("6.1")
+    case = seed_case(mem)
+    if case is None:
+        pytest.skip("no node of the seed shape in this lab run")
+    rows = list(scan(case.mem, fs_types=["xfs"]))
+    top = rank(rows)
+    assert top and top[0].verdict == "corrupt"
+    assert top[0].codes.get("DUP_FOLIO") == 1
+    dup = [f for f in top[0].findings if f["code"] == "DUP_FOLIO"][0]
+    assert sorted(dup["slots"]) == [16, 32, 48] and dup["order"] == 4
+    assert any(e["code"] == "STALE_SPLIT" for e in top[0].explanations)
+    s = summarize(rows)
+    assert s["verdict"] == "corrupt" and s["top"][0]["inode"] == top[0].inode
+    # The three copies, by reverse lookup.
+    hits = list(find_folio(case.mem, case.folio))
+    assert sorted(h.index for h in hits) == sorted(case.indices)
+    assert {h.slot for h in hits} == {16, 32, 48}
+
+
+def test_scan_reports_a_broken_inode_list_and_goes_on():
+    from patched_memory import PatchedMemory
+    m, mem = open_lab("6.1")
+    f = [f for f in m["files"] if f.get("fs_type") == "xfs"][0]
+    ino = int(f["inode"], 16)
+    off = mem.member_offset("struct inode", "i_sb_list")
+    pm = PatchedMemory(mem).patch_u64(ino + off, 0xdead000000000100)
+    progress = []
+    rows = list(scan(pm, progress=progress.append))
+    errs = [r for r in rows if r.kind == "error"]
+    assert len(errs) == 1 and "xfs" in errs[0].where, errs
+    assert any(r.fs_type == "tmpfs" for r in rows)     # other sbs scanned
+    assert progress and progress[-1]["done"] is True
+    assert rank(rows)[0].kind == "error"
+
+
+# ----------------------------------------------------------------------
+# slab
+
+
+def test_slab_walk_covers_every_manifest_tree(lab):
+    m, mem = lab
+    lay = layout_for(mem)
+    rep = _slab(_family(m), mem)
+    assert rep.complete and rep.findings == [], rep.findings[:3]
+    st = rep.stats
+    assert st["inuse_mismatch"] == 0 and st["unknown"] == 0
+    assert st["orphans"] == 0 and st["reachable"] == st["owned"]
+    alloc = rep.allocated
+    walked = set()
+    for f in m["files"]:
+        w = walk_xarray(mem, lay, int(f["i_pages"], 16))
+        nodes = {n.addr for n in w.nodes}
+        assert nodes <= alloc, f["path"]
+        for a in nodes:
+            assert rep.nodes[a].array == int(f["i_pages"], 16)
+        walked |= nodes
+    assert len(alloc) >= len(walked) > 0
+    assert st["allocated"] + st["free"] == st["objects"]
+
+
+def _leaf_and_parent(mem, m, path="big64"):
+    lay = layout_for(mem)
+    f = [f for f in m["files"] if f["path"].endswith(path)][0]
+    w = walk_xarray(mem, lay, int(f["i_pages"], 16))
+    leaf = [n for n in w.nodes if n.eshift == 0 and n.holder][0]
+    return lay, leaf
+
+
+def test_slab_finds_an_orphaned_node():
+    from patched_memory import PatchedMemory
+    m, mem = open_lab("6.1")
+    lay, leaf = _leaf_and_parent(mem, m)
+    pm = PatchedMemory(mem).patch_slot(leaf.holder, leaf.holder_slot, 0, lay)
+    rep = walk_slab(pm)
+    assert rep.codes == {"SLAB_NODE_ORPHAN": 1}, rep.codes
+    f = rep.findings[0]
+    assert f.node == leaf.addr and f.severity == "warning"
+    assert "parent slot" in f.extra["reason"]
+
+
+def test_slab_finds_a_cross_linked_node():
+    from patched_memory import PatchedMemory
+    m, mem = open_lab("6.1")
+    lay, leaf = _leaf_and_parent(mem, m)
+    _, other = _leaf_and_parent(mem, m, "big200")
+    pm = PatchedMemory(mem).patch_slot(leaf.holder, leaf.holder_slot,
+                                       other.addr | 2, lay)
+    rep = walk_slab(pm)
+    assert rep.codes.get("NODE_ARRAY") == 1, rep.codes
+    assert rep.codes.get("SLAB_NODE_ORPHAN") == 1
+    xl = [f for f in rep.findings if f.code == "NODE_ARRAY"][0]
+    assert xl.node == other.addr and xl.extra["holder"] == leaf.holder
+    assert rep.verdict == "corrupt"
+
+
+def test_slab_finds_a_link_to_a_free_node():
+    from patched_memory import PatchedMemory
+    m, mem = open_lab("6.1")
+    rep0 = _slab("6.1", mem)
+    free = [a for a, n in rep0.nodes.items() if n.state == "free"]
+    if not free:
+        pytest.skip("no free radix_tree_node object in this dump")
+    lay, leaf = _leaf_and_parent(mem, m)
+    pm = PatchedMemory(mem).patch_slot(leaf.holder, leaf.holder_slot,
+                                       free[0] | 2, lay)
+    rep = walk_slab(pm)
+    assert rep.codes.get("SLAB_NODE_FREE_LINKED") == 1, rep.codes
+    # And the slab search finds a folio in the free node when one is
+    # planted there (reverse lookup via the slab).
+    array = rep0.nodes[leaf.addr].array
+    folio = [e for e in walk_xarray(mem, lay, array).entries
+             if e.node == leaf.addr][0].raw
+    pm.patch_slot(free[0], 5, folio, lay)
+    hits = [h for h in find_folio(pm, folio, via="slab")
+            if h.node == free[0]]
+    assert len(hits) == 1 and hits[0].slot == 5
+    assert hits[0].node_state == "free"
+
+
+# ----------------------------------------------------------------------
+# reverse
+
+
+def test_reverse_lookup_trees_and_slab_agree(lab):
+    m, mem = lab
+    want = {}
+    for f in m["files"]:
+        ff = f["first_folios"][0]
+        want[int(ff["folio"], 16)] = (f["i_ino"], ff["index"])
+    got = reverse_map(mem, list(want))
+    for folio, (ino, index) in want.items():
+        hits = got[folio]
+        assert [(h.i_ino, h.index) for h in hits] == [(ino, index)]
+        slab = list(find_folio(mem, folio, via="slab"))
+        if hits[0].node:        # in a node, not in xa_head
+            assert [(h.i_ino, h.index, h.node, h.slot) for h in slab] == \
+                [(ino, index, hits[0].node, hits[0].slot)]
+    # A tail page resolves to its folio.
+    big = [f for f in m["files"] if f["first_folios"][0]["order"] > 0][0]
+    folio = int(big["first_folios"][0]["folio"], 16)
+    page_size = mem.struct_size("struct page")
+    tail = list(find_folio(mem, folio + page_size))
+    assert [h.folio for h in tail] == [folio]
+
+
+# ----------------------------------------------------------------------
+# batch + report
+
+
+def _two_elf_dumps():
+    _, d61 = lab_dump("6.1")
+    _, d612 = lab_dump("6.12")
+    return [d61, d612]
+
+
+def test_release_and_inputs():
+    m, path = lab_dump("6.1")
+    assert batch.read_release(path) == m["release"]
+    run = os.path.dirname(path)
+    jobs = batch.collect_inputs(run, dump_names=["elf"])
+    assert [os.path.realpath(j["dump"]) for j in jobs] == \
+        [os.path.realpath(path)]
+    assert batch.find_vmlinux(m["release"], [lab_dir()]) is not None
+
+
+def test_triage_two_dumps_resumable_with_an_error(tmp_path):
+    dumps = _two_elf_dumps()
+    bogus = tmp_path / "vmcore.bogus"
+    bogus.write_bytes(b"this is not a vmcore\n" * 100)
+    out = tmp_path / "out"
+    lines = []
+    res = batch.triage(dumps + [str(bogus)], out, workers=2,
+                       debug_dirs=[lab_dir()], log=lines.append)
+    assert [r["status"] for r in res] == ["done", "done", "error"], lines
+    assert len(lines) == 3
+    assert [x for x in lines if "error:" in x] == \
+        [x for x in lines if "vmcore.bogus" in x]
+    files = sorted(os.listdir(out))
+    assert len(files) == 3 and not any(f.startswith(".tmp") for f in files)
+    for r in res[:2]:
+        with open(r["result"]) as f:
+            d = json.load(f)
+        assert d["complete"] and d["error"] is None
+        assert d["verdict"] == "clean", d["scan"]["codes"]
+        assert d["slab"]["verdict"] == "clean"
+        assert d["scan"]["by_verdict"] == {"clean": d["scan"]["rows"]}
+        assert d["release"] and d["release"] in d["vmlinux"]
+    with open(res[2]["result"]) as f:
+        e = json.load(f)
+    assert e["complete"] and e["error"] and "\n" not in e["error"]
+    mtimes = {f: os.stat(out / f).st_mtime_ns for f in files}
+    again = batch.triage(dumps + [str(bogus)], out, workers=2,
+                         debug_dirs=[lab_dir()], log=None)
+    assert [r["status"] for r in again] == ["skipped"] * 3
+    assert {f: os.stat(out / f).st_mtime_ns for f in files} == mtimes
+    # The report groups them: two clean, one error; chat width.
+    md = report.report(out)
+    assert all(len(x) <= 60 for x in md.splitlines())
+    g = report.group(out)
+    assert g["by_verdict"] == {"clean": 2, "error": 1}
+    assert len(g["clean"]) == 2 and g["groups"][0]["signature"].startswith(
+        "error:")
+
+
+def test_report_groups_the_seed_signature():
+    from patched_memory import seed_case
+    m, mem = open_lab("6.1")
+    case = seed_case(mem)
+    if case is None:
+        pytest.skip("no node of the seed shape in this lab run")
+    s = summarize(scan(case.mem, fs_types=["xfs"]))
+    res = [{"schema": batch.SCHEMA, "complete": True, "dump": "/d/%d" % i,
+            "name": "dump%d" % i, "release": m["release"],
+            "verdict": s["verdict"], "scan": s} for i in range(3)]
+    g = report.group(res)
+    sigs = [G["signature"] for G in g["groups"]]
+    assert sigs[0] == "DUP_FOLIO order-4 at +{16,32,48}", sigs
+    assert "STALE_SPLIT order-6 -> order-4" in sigs
+    assert len(g["groups"][0]["dumps"]) == 3
+    md = report.to_markdown(g)
+    assert "## DUP_FOLIO order-4 at +{16,32,48}" in md
+    assert all(len(x) <= 60 for x in md.splitlines())
+    assert json.loads(report.to_json(g))["dumps"] == 3
+
+
+def test_triage_dask_engine(tmp_path):
+    pytest.importorskip("distributed")
+    dumps = _two_elf_dumps()
+    res = batch.triage(dumps, tmp_path, workers=2, engine="dask",
+                       debug_dirs=[lab_dir()], log=None)
+    assert [r["status"] for r in res] == ["done", "done"]
+    assert {r["verdict"] for r in res} == {"clean"}
+    assert len({r["pid"] for r in res}) >= 1
+
+
+@pytest.mark.parametrize("mod", ["scan", "slab", "reverse", "report"])
+def test_engine_modules_need_no_drgn_or_click(mod):
+    """scan/slab/reverse run inside crash's PyKdump Python: importable with
+    drgn and click unavailable."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.modules['drgn'] = None; "
+            "sys.modules['click'] = None; sys.path.insert(0, %r); "
+            "import crashext.triage.%s" % (root, mod))
+    subprocess.run([sys.executable, "-c", code], check=True)
