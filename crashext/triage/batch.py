@@ -8,7 +8,8 @@ The unit of work is one dump: a worker opens it, runs the whole-dump scan
 Workers share nothing; the parent only collects one-line summaries.
 
 * Inputs: a lab run directory (``manifest.json``: its ``dumps[]``), a
-  directory holding run directories and/or ``vmcore*`` files, a lab
+  directory holding run directories and/or dump files (``vmcore*`` or any
+  file that starts as an ELF core / kdump / flattened dump), a lab
   ``manifest.json``, a ``.json`` list of paths (or of ``{"dump", "vmlinux"}``
   objects), a ``.txt``/``.list`` file of paths (one per line, ``#``
   comments), a vmcore path, or a Python list of any of these.
@@ -118,6 +119,19 @@ def _elf_notes(head: bytes) -> List[tuple]:
     return out
 
 
+def is_dump_file(path: PathLike) -> bool:
+    """Does the file start like a vmcore: ELF core (``ET_CORE``), kdump
+    (``KDUMP   ``) or makedumpfile's flattened format?"""
+    try:
+        with open(path, "rb") as f:
+            h = f.read(20)
+    except OSError:
+        return False
+    if h[:4] == b"\x7fELF" and len(h) >= 18:
+        return struct.unpack_from("<H", h, 16)[0] == 4      # ET_CORE
+    return h[:8] == b"KDUMP   " or h[:12] == b"makedumpfile"
+
+
 def vmlinux_candidates(release: str, debug_dir: PathLike) -> List[str]:
     d = os.fspath(debug_dir)
     r = release
@@ -210,7 +224,8 @@ def collect_inputs(inputs: Union[PathLike, Iterable[Any]],
                         os.path.join(cp, "manifest.json")):
                     jobs.extend(_load_manifest_jobs(
                         os.path.join(cp, "manifest.json"), dump_names))
-                elif os.path.isfile(cp) and child.startswith("vmcore"):
+                elif os.path.isfile(cp) and (child.startswith("vmcore")
+                                             or is_dump_file(cp)):
                     jobs.append(_job(cp))
             continue
         if p.endswith(".json") and os.path.isfile(p):

@@ -162,11 +162,17 @@ def load_results(src: Union[str, Iterable[Any]]) -> List[Dict[str, Any]]:
 
 
 def group(results: Union[str, Iterable[Any]]) -> Dict[str, Any]:
-    """Dumps grouped by signature: the JSON form of the report."""
+    """Dumps grouped by signature: the JSON form of the report.
+
+    ``groups``: one per signature, most severe and most widespread first,
+    each with its dumps (a dump is in every group it has a signature of);
+    ``patterns``: dumps grouped by their whole set of signatures;
+    ``clean``: dumps with none."""
     rs = load_results(results)
     by_verdict: Dict[str, int] = {}
     groups: Dict[str, Dict[str, Any]] = {}
     clean: List[str] = []
+    patterns: Dict[str, Dict[str, Any]] = {}
     for r in rs:
         v = r.get("verdict") or "error"
         by_verdict[v] = by_verdict.get(v, 0) + 1
@@ -175,6 +181,10 @@ def group(results: Union[str, Iterable[Any]]) -> Dict[str, Any]:
         if not sigs:
             clean.append(name)
             continue
+        key = " + ".join(sorted(sigs))
+        P = patterns.setdefault(key, {"signatures": sorted(sigs),
+                                      "dumps": []})
+        P["dumps"].append(name)
         for sig, g in sigs.items():
             G = groups.setdefault(sig, {"signature": sig,
                                         "severity": g["severity"],
@@ -193,8 +203,11 @@ def group(results: Union[str, Iterable[Any]]) -> Dict[str, Any]:
         G["signature"].startswith("error:"),
         SEVERITY_RANK.get(G["severity"], 9), -len(G["dumps"]),
         G["signature"]))
+    # Dumps with exactly the same set of signatures: likely one bug.
+    pats = sorted(patterns.values(), key=lambda P: (-len(P["dumps"]),
+                                                    P["signatures"]))
     return {"dumps": len(rs), "by_verdict": by_verdict, "groups": ordered,
-            "clean": sorted(clean)}
+            "patterns": pats, "clean": sorted(clean)}
 
 
 # ----------------------------------------------------------------------
