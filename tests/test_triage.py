@@ -14,7 +14,6 @@ from crashext.triage import batch, report
 from crashext.triage.reverse import find_folio, reverse_map
 from crashext.triage.scan import rank, scan, summarize
 from crashext.triage.slab import walk_slab
-from crashext.xarray.entry import xa_mk_sibling
 from crashext.xarray.walk import walk_xarray
 
 from conftest import lab_dir, lab_dump, open_lab

@@ -235,8 +235,9 @@ def _analyze_row(mem: Memory, row: ScanRow, target: Target,
     except CrashextError as e:
         row.verdict, row.error = "error", str(e)
         return row
-    except UnreadableMemory as e:      # pragma: no cover - CrashextError
-        row.verdict, row.error = "error", str(e)
+    except Exception as e:              # a bug must not end the scan
+        row.verdict = "error"
+        row.error = "internal error: %s: %s" % (type(e).__name__, e)
         return row
     return row_from_analysis(row, a)
 
@@ -276,8 +277,10 @@ def iter_trees(mem: Memory, progress: Optional[ProgressFn] = None,
                fs_types: Optional[Iterable[str]] = None
                ) -> Iterator[ScanRow]:
     """Every page-cache tree of the dump as an unanalysed :class:`ScanRow`
-    (``verdict`` "clean", no counts), plus ``kind="error"`` rows for lists
-    that could not be followed.  Same arguments as :func:`scan`."""
+    (``verdict`` "clean"; ``counts`` holds only ``head``, the raw
+    ``xa_head``), plus ``kind="error"`` rows for lists that could not be
+    followed.  Reads one ``struct inode`` per inode and nothing else.
+    Same arguments as :func:`scan`."""
     from ..analyze import layout_for
     lay = layout_for(mem)
     off = _Offsets(mem, lay)

@@ -69,23 +69,38 @@ def swab64(v: int) -> int:
     return int.from_bytes(v.to_bytes(8, "little"), "big")
 
 
-@dataclass
 class NodeHdr:
-    """The header of one slab object of the cache (an ``xa_node``)."""
+    """The header of one slab object of the cache (an ``xa_node``).
+    ``__slots__``: a big dump holds millions of these."""
 
-    addr: int
-    shift: int
-    offset: int
-    count: int
-    parent: int
-    array: int
-    state: str = ALLOCATED
-    #: slot -> node entry, for the node-entry slots of interior nodes.
-    kids: Optional[Dict[int, int]] = None
+    __slots__ = ("addr", "shift", "offset", "count", "parent", "array",
+                 "state", "kids")
+
+    def __init__(self, addr: int, shift: int, offset: int, count: int,
+                 parent: int, array: int, state: str = ALLOCATED,
+                 kids: Optional[Dict[int, int]] = None) -> None:
+        self.addr = addr
+        self.shift = shift
+        self.offset = offset
+        self.count = count
+        self.parent = parent
+        self.array = array
+        self.state = state
+        #: slot -> node entry, for the node-entry slots of interior nodes.
+        self.kids = kids
 
     @property
     def owned(self) -> bool:
         return self.state == ALLOCATED and self.array not in (0, XA_RCU_FREE)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __repr__(self) -> str:
+        return ("NodeHdr(0x%x shift=%d offset=%d count=%d parent=0x%x "
+                "array=0x%x %s)" % (self.addr, self.shift, self.offset,
+                                    self.count, self.parent, self.array,
+                                    self.state))
 
 
 @dataclass
@@ -124,7 +139,7 @@ class SlabReport:
              "notes": list(self.notes), "complete": self.complete,
              "trees": len(self.arrays)}
         if nodes:
-            d["nodes"] = {hex(a): n.__dict__ for a, n in self.nodes.items()}
+            d["nodes"] = {hex(a): n.to_dict() for a, n in self.nodes.items()}
         return d
 
 
