@@ -179,23 +179,46 @@ class SnapshotMemory(Memory):
         if data[:2] != b"\x1f\x8b":
             raise _bad(path, "not gzip data")
         try:
+            # The header first (at most MAX_HEADER bytes), then exactly the
+            # blob its segment table needs: memory stays bounded by what
+            # the validated header declares, whatever the stream inflates
+            # to (a gzip bomb is refused after MAX_HEADER bytes).
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            plain = d.decompress(data, MAX_HEADER + MAX_BLOB + 1)
-            if d.unconsumed_tail or len(plain) > MAX_HEADER + MAX_BLOB:
-                raise _bad(path, "decompresses to more than the size limit")
+            head = d.decompress(data, MAX_HEADER + 1)
+            nl = head.find(b"\n", 0, MAX_HEADER)
+            if nl < 0:
+                if len(head) > MAX_HEADER:
+                    raise _bad(path, "header line longer than %d bytes"
+                               % MAX_HEADER)
+                if not d.eof:
+                    raise _bad(path, "truncated (gzip stream ends early)")
+                raise _bad(path, "no header line")
+            try:
+                header = json.loads(head[:nl].decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError) as e:
+                raise _bad(path, "header is not JSON (%s)"
+                           % (str(e)[:60] or type(e).__name__))
+            cls._validate(header, MAX_BLOB, path)
+            need = max((s[2] + s[1] for s in header["segments"]), default=0)
+            if len(head) > nl + 1 + need:
+                raise _bad(path, "more data than the segment table holds")
+            # Grown as data arrives: memory follows what the stream
+            # really holds, not what a damaged table claims.
+            blob = bytearray(memoryview(head)[nl + 1:])
+            del head
+            while len(blob) < need:
+                part = d.decompress(d.unconsumed_tail,
+                                    min(need - len(blob), 1 << 24))
+                if not part:
+                    raise _bad(path, "truncated (blob shorter than its "
+                               "segment table)")
+                blob += part
+            if d.decompress(d.unconsumed_tail, 1):
+                raise _bad(path, "more data than the segment table holds")
             if not d.eof:
                 raise _bad(path, "truncated (gzip stream ends early)")
         except zlib.error as e:
             raise _bad(path, "corrupt gzip data (%s)" % e)
-        nl = plain.find(b"\n", 0, MAX_HEADER)
-        if nl < 0:
-            raise _bad(path, "no header line")
-        try:
-            header = json.loads(plain[:nl].decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise _bad(path, "header is not JSON (%s)" % str(e)[:60])
-        blob = plain[nl + 1:]
-        cls._validate(header, len(blob), path)
         return cls(header, blob, path)
 
     @staticmethod
@@ -217,7 +240,7 @@ class SnapshotMemory(Memory):
             if not (isinstance(s, list) and len(s) == 3 and _int(s[0])
                     and _int(s[1], 1, MAX_BLOB) and _int(s[2], 0, blob_len)
                     and s[2] + s[1] <= blob_len and s[0] + s[1] <= _U64 + 1):
-                raise _bad(path, "bad segment %r" % (s,)[:60])
+                raise _bad(path, "bad segment %s" % repr(s)[:60])
             if s[0] < prev_end:
                 raise _bad(path, "segments overlap or are unsorted")
             prev_end = s[0] + s[1]
@@ -252,7 +275,7 @@ class SnapshotMemory(Memory):
             start, length, off = self._segs[i]
             if addr + size <= start + length:
                 o = off + addr - start
-                return self.blob[o:o + size]
+                return bytes(self.blob[o:o + size])
         raise UnreadableMemory(addr, size, "not in snapshot")
 
     def _get(self, q: str, key: str) -> Optional[int]:
