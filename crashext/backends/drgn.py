@@ -8,7 +8,10 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+import logging
+import mmap
+import re
+from typing import Any, Dict, List, Optional, Tuple
 
 import drgn
 
@@ -28,39 +31,61 @@ class DrgnMemory(Memory):
         self._source = source
         self._types: Dict[str, Optional[drgn.Type]] = {}
         self._release: Optional[str] = None
+        self.load_log: List[str] = []
 
     @classmethod
     def open(cls, vmcore: str, vmlinux: Optional[str] = None) -> "DrgnMemory":
         """Open ``vmcore`` with debug info from ``vmlinux`` (or drgn's
-        default search when None).  Errors become :class:`CrashextError`."""
+        default search when None).  Errors become :class:`CrashextError`;
+        drgn's own warnings (a truncated dump's unreadable module list, a
+        vmlinux it ignored) are kept in ``load_log`` instead of stderr."""
         prog = drgn.Program()
-        try:
-            prog.set_core_dump(vmcore)
-        except (OSError, ValueError, drgn.FaultError, Exception) as e:
-            raise CrashextError("cannot open vmcore %s: %s" % (vmcore, e))
-        try:
-            if vmlinux:
-                prog.load_debug_info([vmlinux])
-            else:
-                prog.load_default_debug_info()
-        except drgn.MissingDebugInfoError as e:
-            # Modules without debug info are fine; the kernel's is needed.
+        with _drgn_log() as log:
             try:
-                prog.type("struct xa_node")
-            except LookupError:
-                raise CrashextError("no kernel debug info: %s" % e)
-        except Exception as e:
-            raise CrashextError("cannot load debug info %s: %s" % (vmlinux, e))
+                prog.set_core_dump(vmcore)
+            except (OSError, ValueError, drgn.FaultError, Exception) as e:
+                raise CrashextError("cannot open vmcore %s: %s" % (vmcore, e))
+            try:
+                if vmlinux:
+                    prog.load_debug_info([vmlinux])
+                else:
+                    prog.load_default_debug_info()
+            except drgn.MissingDebugInfoError as e:
+                # Modules without debug info are fine; the kernel's is
+                # needed (checked below).
+                log.append(str(e))
+            except Exception as e:
+                raise CrashextError("cannot load debug info %s: %s"
+                                    % (vmlinux, e))
         mem = cls(prog, "%s (drgn)" % vmcore)
+        mem.load_log = log
         mem.check_release(vmlinux)
         return mem
 
     def check_release(self, vmlinux: Optional[str]) -> None:
-        """Refuse a vmlinux whose release differs from the dump's
-        VMCOREINFO OSRELEASE (drgn would read garbage offsets)."""
+        """Refuse a vmlinux that is not the dump's: its release (from the
+        file's ``linux_banner``, or the banner in the dump) must be the
+        dump's VMCOREINFO OSRELEASE, and drgn must have used it for the
+        kernel (it ignores a vmlinux whose build ID differs)."""
         dump_rel = self.release()
+        file_rel = vmlinux_release(vmlinux) if vmlinux else None
+        if dump_rel and file_rel and dump_rel != file_rel:
+            raise CrashextError("vmlinux %s is for %s but the dump is %s"
+                                % (vmlinux, file_rel, dump_rel))
         try:
-            banner = self.prog["linux_banner"].string_().decode(errors="replace")
+            banner_obj = self.prog["linux_banner"]
+        except (LookupError, ValueError):
+            if vmlinux:
+                raise CrashextError(
+                    "vmlinux %s (%s) does not match the dump (%s): its "
+                    "build ID differs" % (vmlinux, file_rel or "release "
+                                          "unknown", dump_rel or "release "
+                                          "unknown"))
+            raise CrashextError("no kernel debug info found for the dump "
+                                "(%s): give --vmlinux" % (dump_rel or
+                                                          "release unknown"))
+        try:
+            banner = banner_obj.string_().decode(errors="replace")
         except Exception:
             return
         parts = banner.split()
@@ -171,6 +196,56 @@ class DrgnMemory(Memory):
         return p.dentry.d_inode.value_()
 
 
+_BANNER = re.compile(rb"Linux version (\d[\x21-\x7e]{0,63}) \(")
+
+
+def vmlinux_release(path: str) -> Optional[str]:
+    """The release in a vmlinux file's ``linux_banner`` ("Linux version
+    6.1.0-50-amd64 (...") without loading its debug info, or None."""
+    try:
+        with open(path, "rb") as f, \
+                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            m = _BANNER.search(mm)
+            return m.group(1).decode("ascii") if m else None
+    except (OSError, ValueError):
+        return None
+
+
+class _drgn_log:
+    """Collect the ``drgn`` logger's messages (a list) instead of letting
+    Python's last-resort handler print them on stderr."""
+
+    def __enter__(self) -> List[str]:
+        self.logger = logging.getLogger("drgn")
+        self.records: List[str] = []
+        records = self.records
+
+        class _Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                try:
+                    records.append(record.getMessage())
+                except Exception:
+                    pass
+
+        self.handler = _Keep()
+        self.propagate = self.logger.propagate
+        self.logger.addHandler(self.handler)
+        self.logger.propagate = False
+        return records
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.propagate = self.propagate
+
+
 def _fault_reason(e: Exception) -> str:
     msg = getattr(e, "message", None) or str(e)
-    return msg.split(":")[-1].strip() if "Excluded" not in msg else "excluded page"
+    if "Excluded" in msg:
+        return "excluded page"
+    if "short read" in msg:
+        # An ELF dump cut short: the page lies past the end of the file.
+        return "past the end of the dump file (truncated dump?)"
+    if "Decompresion failed" in msg or "Decompression failed" in msg:
+        # libkdumpfile on a kdump file cut short, or damaged page data.
+        return "page data missing or damaged (truncated dump?)"
+    return msg.split(":")[-1].strip()
