@@ -1,0 +1,532 @@
+"""Damaged dumps and bad input through the command line: the tool never
+hangs, never shows a traceback, and says what it could not read.
+
+Lab tests (skipped without ``/var/cache/crashext-lab``): a truncated copy of
+an ELF dump and of a kdump (makedumpfile) file, a vmlinux of the other
+kernel, pages excluded by makedumpfile (6.12 ``-d 31`` made with the lab's
+tools when ``makedumpfile`` is installed, and a simulation on the 6.1 dump
+that excludes chosen pages), wrong target addresses.  Without the lab: bad
+snapshot files and bad targets on a sample snapshot.
+
+The command line contract, checked on every failure case: exit code 2 (or
+1 when the analysis ran and reported unreadable memory), exactly one
+stderr line starting with ``crashext: error:``, no ``Traceback``; and every
+address the analysis could not read appears in the JSON output.
+
+Damaged copies are cached in ``$LAB/hostile/`` (made on first use).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, SAMPLES, lab_dir, lab_manifest, open_lab
+
+from crashext.memory import CrashextError, Memory, UnreadableMemory
+
+ERR = "crashext: error:"
+UNREADABLE = ("NODE_UNREADABLE", "FOLIO_UNREADABLE")
+
+
+def cli(*args: str, timeout: int = 600):
+    """Run ``python -m crashext.cli ARGS``: (exit code, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-m", "crashext.cli"] + list(args),
+                       cwd=ROOT, capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout, p.stderr
+
+
+def assert_one_error_line(code: int, err: str, *, expect_code: int = 2,
+                          contains=()) -> str:
+    assert code == expect_code, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ERR), err
+    for c in contains:
+        assert c in lines[0], (c, lines[0])
+    return lines[0]
+
+
+def unreadable_addresses(doc) -> set:
+    return {int(f["address"], 16) for f in doc["findings"]
+            if f["code"] in UNREADABLE}
+
+
+# Lab helpers --------------------------------------------------------------
+def _vmlinux(family: str) -> str:
+    m = lab_manifest(family)
+    if m is None or not os.path.exists(m["vmlinux"]):
+        pytest.skip("no lab run for %s" % family)
+    return m["vmlinux"]
+
+
+def _dump(family: str, name: str) -> str:
+    m = lab_manifest(family)
+    if m is None:
+        pytest.skip("no lab run for %s" % family)
+    for d in m["dumps"]:
+        if d["name"] == name and os.path.exists(d["path"]):
+            return d["path"]
+    pytest.skip("lab %s has no %s dump" % (family, name))
+
+
+def hostile_dir() -> str:
+    d = os.path.join(lab_dir(), "hostile")
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError:
+        pytest.skip("cannot write %s" % d)
+    return d
+
+
+def cut_copy(src: str, name: str, size: int) -> str:
+    """The first ``size`` bytes of ``src`` (cached)."""
+    dst = os.path.join(hostile_dir(), name)
+    if not os.path.exists(dst) or os.path.getsize(dst) != size:
+        tmp = dst + ".tmp"
+        with open(src, "rb") as f, open(tmp, "wb") as g:
+            left = size
+            while left:
+                buf = f.read(min(left, 16 << 20))
+                if not buf:
+                    break
+                g.write(buf)
+                left -= len(buf)
+        os.replace(tmp, dst)
+    return dst
+
+
+def clean_walk(family: str, inode: str):
+    """The ELF dump's analysis of ``inode`` (the reference)."""
+    from crashext.analyze import analyze
+    _m, mem = open_lab(family)
+    return analyze(mem, inode)
+
+
+def check_unreadable_accounting(cut, ref) -> None:
+    """Nothing lost silently: every node of the cut analysis is a node of
+    the reference; every unreadable address is a node or folio of the
+    reference; every reference folio is read, reported unreadable, or
+    under a node reported unreadable."""
+    ref_nodes = {n.addr: n for n in ref.walk.nodes}
+    ref_folios = {e.raw: e for e in ref.walk.entries if e.raw in ref.folios}
+    codes = {f.code for f in cut.findings}
+    assert codes <= set(UNREADABLE), sorted(codes)
+    lost_nodes = {f.address for f in cut.findings
+                  if f.code == "NODE_UNREADABLE"}
+    bad_folios = {f.address for f in cut.findings
+                  if f.code == "FOLIO_UNREADABLE"}
+    assert {n.addr for n in cut.walk.nodes} <= set(ref_nodes)
+    assert lost_nodes <= set(ref_nodes)
+    assert bad_folios <= set(ref_folios)
+
+    def under_lost(node: int) -> bool:
+        while node:
+            if node in lost_nodes:
+                return True
+            node = ref_nodes[node].holder if node in ref_nodes else 0
+        return False
+
+    for raw, e in ref_folios.items():
+        assert (raw in cut.folios or raw in bad_folios
+                or under_lost(e.node)), hex(raw)
+
+
+# Truncated dumps ------------------------------------------------------------
+@pytest.mark.lab
+@pytest.mark.parametrize("family", ["6.1", "6.12"])
+def test_truncated_elf_accounts_for_every_structure(family):
+    """The first 300 MB of the ELF dump: every file either analyses with
+    only NODE_UNREADABLE/FOLIO_UNREADABLE findings that account for every
+    structure of the full dump, or fails with a one-line error."""
+    pytest.importorskip("drgn")
+    from crashext.analyze import analyze
+    from crashext.backends.drgn import DrgnMemory
+    vmlinux = _vmlinux(family)
+    cut = cut_copy(_dump(family, "elf"), "%s-elf-cut300M" % family,
+                   300 << 20)
+    mem = DrgnMemory.open(cut, vmlinux)
+    m = lab_manifest(family)
+    analysed = 0
+    for f in m["files"]:
+        ref = clean_walk(family, f["inode"])
+        try:
+            a = analyze(mem, f["inode"])
+        except CrashextError as e:
+            assert "cannot read memory" in str(e)
+            continue
+        analysed += 1
+        check_unreadable_accounting(a, ref)
+        for x in a.findings:
+            assert "truncated" in x.extra.get("reason", ""), x
+    assert analysed
+
+
+@pytest.mark.lab
+def test_truncated_elf_cli_names_unreadable_folios():
+    """6.1, cut at 300 MB: the nodes are readable, the struct pages (near
+    the top of RAM) are not: exit 1, every folio named in the JSON."""
+    vmlinux = _vmlinux("6.1")
+    cut = cut_copy(_dump("6.1", "elf"), "6.1-elf-cut300M", 300 << 20)
+    f = [x for x in lab_manifest("6.1")["files"]
+         if x["path"] == "/mnt/xfs/big64"][0]
+    ref = clean_walk("6.1", f["inode"])
+    code, out, err = cli("check", "-f", "json", "-c", cut, "-k", vmlinux,
+                         f["inode"])
+    assert code == 1, err
+    assert "Traceback" not in err and ERR not in err
+    doc = json.loads(out)
+    assert doc["verdict"] == "corrupt"
+    assert unreadable_addresses(doc) == set(ref.folios)
+    assert any("not compared" in n for n in doc["notes"])
+    # The path is resolved through dentries also past the cut or not:
+    # either way one line or a report, never a traceback.
+    code, out, err = cli("check", "-c", cut, "-k", vmlinux, f["path"])
+    assert code in (1, 2) and "Traceback" not in err
+    if code == 2:
+        assert_one_error_line(code, err)
+
+
+@pytest.mark.lab
+def test_truncated_elf_cli_names_unreadable_node():
+    """6.12, cut at 300 MB: some file's root node lies past the cut:
+    NODE_UNREADABLE naming it, exit 1; a file whose inode lies past the
+    cut: one error line naming the address, exit 2."""
+    vmlinux = _vmlinux("6.12")
+    cut = cut_copy(_dump("6.12", "elf"), "6.12-elf-cut300M", 300 << 20)
+    from crashext.analyze import analyze
+    from crashext.backends.drgn import DrgnMemory
+    mem = DrgnMemory.open(cut, vmlinux)
+    node_case = inode_case = None
+    for f in lab_manifest("6.12")["files"]:
+        try:
+            a = analyze(mem, f["inode"])
+        except CrashextError:
+            inode_case = inode_case or f
+            continue
+        if any(x.code == "NODE_UNREADABLE" for x in a.findings):
+            node_case = node_case or (f, a)
+    if node_case is None or inode_case is None:
+        pytest.skip("this lab run has no node / inode past 300 MB")
+    f, a = node_case
+    lost = {x.address for x in a.findings if x.code == "NODE_UNREADABLE"}
+    code, out, err = cli("check", "-f", "json", "-c", cut, "-k", vmlinux,
+                         f["inode"])
+    assert code == 1 and "Traceback" not in err and ERR not in err, err
+    doc = json.loads(out)
+    assert lost <= unreadable_addresses(doc)
+    for x in doc["findings"]:
+        if x["code"] == "NODE_UNREADABLE":
+            assert "truncated" in x["extra"]["reason"]
+    code, out, err = cli("check", "-c", cut, "-k", vmlinux,
+                         inode_case["inode"])
+    assert_one_error_line(code, err, contains=(inode_case["inode"],))
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("family, name", [("6.1", "makedumpfile-d31"),
+                                          ("6.12", "makedumpfile-d17")])
+def test_truncated_kdump(family, name):
+    """Half of a makedumpfile dump: a path cannot be resolved (one line,
+    exit 2); inodes give one line each or unreadable findings."""
+    vmlinux = _vmlinux(family)
+    src = _dump(family, name)
+    size = os.path.getsize(src) // 2
+    cut = cut_copy(src, "%s-%s-cut50" % (family, name), size)
+    files = lab_manifest(family)["files"]
+    code, out, err = cli("check", "-c", cut, "-k", vmlinux, files[0]["path"])
+    assert_one_error_line(code, err, contains=(files[0]["path"],))
+    code, out, err = cli("check", "-f", "json", "-c", cut, "-k", vmlinux,
+                         *[f["inode"] for f in files])
+    assert code in (1, 2) and "Traceback" not in err
+    for line in err.splitlines():
+        assert line.startswith(ERR), err
+    if out.strip():
+        docs = json.loads(out)
+        docs = docs if isinstance(docs, list) else [docs]
+        for doc in docs:
+            assert {x["code"] for x in doc["findings"]} <= set(UNREADABLE)
+            for x in doc["findings"]:
+                assert int(x["address"], 16)
+
+
+# Wrong vmlinux ----------------------------------------------------------------
+@pytest.mark.lab
+@pytest.mark.parametrize("dump_family, vmlinux_family",
+                         [("6.12", "6.1"), ("6.1", "6.12")])
+def test_vmlinux_of_another_release(dump_family, vmlinux_family):
+    dump = _dump(dump_family, "elf")
+    vmlinux = _vmlinux(vmlinux_family)
+    rel_dump = lab_manifest(dump_family)["release"]
+    rel_vml = lab_manifest(vmlinux_family)["release"]
+    code, out, err = cli("check", "-c", dump, "-k", vmlinux,
+                         "/mnt/xfs/big64")
+    line = assert_one_error_line(code, err, contains=(rel_dump, rel_vml))
+    assert "vmlinux" in line and out == ""
+
+
+@pytest.mark.lab
+def test_vmlinux_release_from_the_file():
+    from crashext.backends.drgn import vmlinux_release
+    for fam in ("6.1", "6.12"):
+        assert vmlinux_release(_vmlinux(fam)) == lab_manifest(fam)["release"]
+    assert vmlinux_release(os.path.join(SAMPLES, "README.md")) is None
+    assert vmlinux_release("/nonexistent") is None
+
+
+# Excluded pages -------------------------------------------------------------
+class ExcludingMemory(Memory):
+    """A real dump with some pages excluded, as makedumpfile does: a read
+    touching an excluded page raises UnreadableMemory("excluded page")."""
+
+    PAGE = 4096
+
+    def __init__(self, base: Memory, pages) -> None:
+        self.base = base
+        self.pages = {p & ~(self.PAGE - 1) for p in pages}
+
+    def read(self, addr: int, size: int) -> bytes:
+        p = addr & ~(self.PAGE - 1)
+        while p < addr + size:
+            if p in self.pages:
+                raise UnreadableMemory(addr, size, "excluded page")
+            p += self.PAGE
+        return self.base.read(addr, size)
+
+    def __getattr__(self, name):
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def symbol(self, name):
+        return self.base.symbol(name)
+
+    def member_offset(self, s, m):
+        return self.base.member_offset(s, m)
+
+    def member_size(self, s, m):
+        return self.base.member_size(s, m)
+
+    def struct_size(self, s):
+        return self.base.struct_size(s)
+
+    def enum_value(self, name):
+        return self.base.enum_value(name)
+
+    def release(self):
+        return self.base.release()
+
+
+@pytest.mark.lab
+def test_simulated_excluded_pages_are_reported_and_analysis_continues():
+    """6.1 ELF dump, big64: exclude the page of one leaf node and the
+    vmemmap page of one folio elsewhere.  Exactly those are reported (with
+    their addresses, in the JSON too); every other folio is checked."""
+    from crashext.analyze import analyze
+    from crashext.render import jsonout
+    _m, mem = open_lab("6.1")
+    f = [x for x in lab_manifest("6.1")["files"]
+         if x["path"] == "/mnt/xfs/big64"][0]
+    ref = analyze(mem, f["inode"])
+    leaves = [n for n in ref.walk.nodes if n.eshift == 0]
+    leaf = leaves[len(leaves) // 2]
+    page = leaf.addr & ~4095
+    # Nodes sharing that page are excluded with it; those reached through
+    # another excluded node are not even tried.
+    by = {n.addr: n for n in ref.walk.nodes}
+    on_page = {n.addr for n in ref.walk.nodes if n.addr & ~4095 == page
+               or (n.addr + ref.layout.node_size - 1) & ~4095 == page}
+
+    def hidden(addr: int) -> bool:
+        """Under a node of the excluded page (or on it)."""
+        while addr:
+            if addr in on_page:
+                return True
+            addr = by[addr].holder
+        return False
+
+    gone = {a for a in on_page if not hidden(by[a].holder)}
+    other = [e.raw for e in ref.walk.entries
+             if not hidden(e.node) and e.raw in ref.folios]
+    folio = other[len(other) // 3]
+    fpage = folio & ~4095
+    xm = ExcludingMemory(mem, [page, fpage])
+    a = analyze(xm, f["inode"])
+    lost = {x.address for x in a.findings if x.code == "NODE_UNREADABLE"}
+    bad = {x.address for x in a.findings if x.code == "FOLIO_UNREADABLE"}
+    assert lost == gone
+    # Folios whose struct page shares the excluded vmemmap page.
+    expect_bad = {r for r in other if r & ~4095 == fpage
+                  or (r + ref.layout.folio_read_size - 1) & ~4095 == fpage}
+    assert bad == expect_bad and folio in bad
+    for x in a.findings:
+        assert x.code in UNREADABLE and x.extra["reason"] == "excluded page"
+    check_unreadable_accounting(a, ref)
+    # Analysis went on: every other folio was read and is clean.
+    assert len(a.folios) == len(ref.folios) - len(bad) - sum(
+        1 for e in ref.walk.entries if hidden(e.node) and e.raw in ref.folios)
+    doc = json.loads(jsonout.render(a))
+    assert unreadable_addresses(doc) == lost | bad
+
+
+def _d31_612() -> str:
+    """A 6.12 ``makedumpfile -c -d 31`` dump (makedumpfile 1.7.2 drops the
+    slab pages of >= 6.10 kernels), made like the lab does (header-fixed
+    copy of the ELF dump, see ../shared/lab/mkdump.sh), cached."""
+    dst = os.path.join(hostile_dir(), "6.12-makedumpfile-d31")
+    if os.path.exists(dst):
+        return dst
+    mk = shutil.which("makedumpfile")
+    fix = os.path.join(os.path.dirname(ROOT), "shared", "lab",
+                       "elf_phdr_first.py")
+    if not mk or not os.path.exists(fix):
+        pytest.skip("makedumpfile or ../shared/lab/elf_phdr_first.py absent")
+    elf, vmlinux = _dump("6.12", "elf"), _vmlinux("6.12")
+    tmp = dst + ".phdrfirst"
+    try:
+        shutil.copyfile(elf, tmp)
+        subprocess.run([sys.executable, fix, tmp], check=True,
+                       capture_output=True, timeout=120)
+        subprocess.run([mk, "-c", "-d", "31", "-x", vmlinux, tmp,
+                        dst + ".tmp"], check=True, capture_output=True,
+                       timeout=900, stdin=subprocess.DEVNULL)
+        os.chmod(dst + ".tmp", 0o644)
+        os.replace(dst + ".tmp", dst)
+    except (subprocess.SubprocessError, OSError) as e:
+        pytest.skip("makedumpfile -d 31 failed: %s" % e)
+    finally:
+        for p in (tmp, dst + ".tmp"):
+            if os.path.exists(p):
+                os.unlink(p)
+    return dst
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_makedumpfile_d31_on_6_12_reports_excluded_nodes():
+    """Real excluded pages: in a 6.12 -d 31 dump some xa_node slab pages
+    are gone.  Each file analyses clean (same as the ELF dump) or reports
+    exactly the excluded nodes as NODE_UNREADABLE "excluded page"; the
+    CLI exits 1 and names their addresses in the JSON."""
+    pytest.importorskip("drgn")
+    from crashext.analyze import analyze
+    from crashext.backends.drgn import DrgnMemory
+    dump = _d31_612()
+    vmlinux = _vmlinux("6.12")
+    mem = DrgnMemory.open(dump, vmlinux)
+    excluded = None
+    for f in lab_manifest("6.12")["files"]:
+        ref = clean_walk("6.12", f["inode"])
+        try:
+            a = analyze(mem, f["inode"])
+        except CrashextError as e:
+            assert "cannot read memory" in str(e)
+            continue
+        for x in a.findings:
+            assert x.extra.get("reason") == "excluded page", x
+        check_unreadable_accounting(a, ref)
+        if a.findings:
+            excluded = excluded or (f, a)
+        else:
+            assert a.stats.pages == ref.stats.pages
+    if excluded is None:
+        pytest.skip("no xa_node was excluded in this run")
+    f, a = excluded
+    code, out, err = cli("check", "-f", "json", "-c", dump, "-k", vmlinux,
+                         f["inode"])
+    assert code == 1 and "Traceback" not in err and ERR not in err, err
+    doc = json.loads(out)
+    assert unreadable_addresses(doc) == {x.address for x in a.findings}
+    # A path needs dentries, which -d 31 dropped too: one line.
+    code, out, err = cli("check", "-c", dump, "-k", vmlinux, f["path"])
+    if code == 2:
+        assert_one_error_line(code, err, contains=(f["path"],))
+
+
+# Wrong targets -------------------------------------------------------------
+BAD_TARGETS = [
+    "0",                          # null
+    "0x1234",                     # low, unmapped
+    "0xffff888100000000",         # direct map past the guest's 1 GiB of RAM
+    "0x00007fff00000000",         # a user address
+    "0xfffffffffffffff8",         # the top of the address space
+    "0x10000000000000000",        # past 64 bits
+    "nonsense",
+    "inode:0xffff888000000000",   # readable, not an inode
+]
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("target", BAD_TARGETS)
+def test_wrong_target_on_a_dump(target):
+    dump, vmlinux = _dump("6.1", "elf"), _vmlinux("6.1")
+    code, out, err = cli("check", "-c", dump, "-k", vmlinux, "--", target)
+    assert_one_error_line(code, err, contains=(target,))
+    assert out == ""
+
+
+@pytest.mark.parametrize("target", BAD_TARGETS + ["/no/such/path"])
+def test_wrong_target_on_a_snapshot(target):
+    snap = os.path.join(SAMPLES, "clean-6.1.snap")
+    code, out, err = cli("check", "--snapshot", snap, "--", target)
+    assert_one_error_line(code, err, contains=(target,))
+
+
+# Corrupted snapshots -----------------------------------------------------------
+def _corruptions(data: bytes):
+    plain = gzip.decompress(data)
+    nl = plain.index(b"\n")
+    hdr = json.loads(plain[:nl])
+    yield "empty", b""
+    yield "garbage", bytes(range(256)) * 4
+    yield "truncated", data[:len(data) // 2]
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xff
+    yield "flipped byte", bytes(flipped)
+    yield "blob cut", gzip.compress(plain[:nl + 1 + (len(plain) - nl) // 2])
+    yield "not json", gzip.compress(b"{nope\n" + plain[nl + 1:])
+    yield "newer version", gzip.compress(
+        json.dumps(dict(hdr, version=hdr["version"] + 1)).encode()
+        + plain[nl:])
+    yield "segments a dict", gzip.compress(
+        json.dumps(dict(hdr, segments={})).encode() + plain[nl:])
+    yield "layout nonsense", gzip.compress(json.dumps(dict(hdr, answers=dict(
+        hdr["answers"], struct_size={"struct xa_node": "576"}))).encode()
+        + plain[nl:])
+
+
+@pytest.mark.parametrize("case", [c for c, _ in _corruptions(
+    open(os.path.join(SAMPLES, "seed-6.1.snap"), "rb").read())]
+    if os.path.exists(os.path.join(SAMPLES, "seed-6.1.snap")) else [])
+def test_corrupted_snapshot_cli(tmp_path, case):
+    src = os.path.join(SAMPLES, "seed-6.1.snap")
+    with open(src, "rb") as f:
+        data = dict(_corruptions(f.read()))[case]
+    p = tmp_path / "bad.snap"
+    p.write_bytes(data)
+    for cmd in ("check", "chat", "dump"):
+        code, out, err = cli(cmd, "--snapshot", str(p))
+        line = assert_one_error_line(code, err, contains=(str(p),))
+        assert out == ""
+        if case == "newer version":
+            assert "upgrade crashext" in line
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    code, out, err = cli("check", "--snapshot", str(tmp_path / "nope.snap"))
+    assert_one_error_line(code, err, contains=("nope.snap",))
+    code, out, err = cli("check", "--snapshot", str(tmp_path))
+    assert_one_error_line(code, err)
+    code, out, err = cli("check", "-c", str(tmp_path / "nope.core"), "x")
+    assert_one_error_line(code, err, contains=("nope.core",))
+    junk = tmp_path / "junk.core"
+    junk.write_bytes(b"\x7fELF" + bytes(200))
+    code, out, err = cli("check", "-c", str(junk), "0x1234")
+    assert_one_error_line(code, err, contains=("junk.core",))
