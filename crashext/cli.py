@@ -13,10 +13,9 @@ from typing import Callable, List, Optional, Sequence
 
 import click
 
+from . import frontdoor
+from .frontdoor import EXIT_CLEAN, EXIT_FAILED, EXIT_FINDINGS, FORMATS  # noqa: F401
 from .memory import CrashextError, Memory
-
-FORMATS = ("table", "chat", "json")
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_FAILED = 0, 1, 2
 
 
 def _fail(msg: str) -> None:
@@ -46,53 +45,37 @@ def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
 
 
 def _targets(mem: Memory, targets: Sequence[str]) -> List[str]:
-    if targets:
-        return list(targets)
-    saved = list(getattr(mem, "targets", None) or [])
-    if not saved:
-        raise CrashextError("no TARGET given (an inode, address_space, "
-                            "xarray, file or folio address, or a path)")
-    return saved
+    return frontdoor.target_specs(mem, targets)
 
 
-def _render(fmt: str, analyses: list, command: str, **opts) -> str:
-    if command == "dump" and fmt == "table":
-        from .render import dump as r
-    elif fmt == "table":
-        from .render import table as r
-    elif fmt == "chat":
-        from .render import chat as r
-    else:
-        from .render import jsonout as r
-        if len(analyses) > 1 and hasattr(r, "render_many"):
-            return r.render_many(analyses, **opts)
-    return "\n".join(r.render(a, **opts) for a in analyses)
+#: The renderer choice is shared with crash/drgn's ``xa`` (frontdoor).
+_render = frontdoor.render
+
+
+class _ClickReporter(frontdoor.Reporter):
+    """frontdoor output through click (results to stdout, errors and
+    notes to stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__(prefix="crashext")
+
+    def echo(self, text: str) -> None:
+        click.echo(text)
+
+    def info(self, text: str) -> None:
+        click.echo(text, err=True)
+
+    def fail(self, msg: str) -> None:
+        _fail(msg)
 
 
 def _run(command: str, vmcore, vmlinux, snapshot, targets, fmt,
          png: Optional[str] = None, debug: bool = False, **opts) -> int:
     """Analyse every target; print; return the exit code."""
-    from .analyze import analyze
-    status = EXIT_CLEAN
-    analyses = []
     try:
         mem = open_memory(vmcore, vmlinux, snapshot)
-        for spec in _targets(mem, targets):
-            try:
-                a = analyze(mem, spec)
-            except CrashextError as e:
-                _fail("%s: %s" % (spec, e))
-                status = EXIT_FAILED
-                continue
-            analyses.append(a)
-            if a.findings and status == EXIT_CLEAN:
-                status = EXIT_FINDINGS
-        if analyses:
-            click.echo(_render(fmt, analyses, command, **opts))
-        if png and analyses:
-            from .render.png import render_png
-            render_png(analyses[0], png)
-            click.echo("picture written to %s" % png, err=True)
+        return frontdoor.analyze_targets(mem, command, _targets(mem, targets),
+                                         fmt, _ClickReporter(), png, **opts)
     except CrashextError as e:
         _fail(str(e))
         return EXIT_FAILED
@@ -102,7 +85,6 @@ def _run(command: str, vmcore, vmlinux, snapshot, targets, fmt,
         _fail("internal error: %s: %s (rerun with --debug)"
               % (type(e).__name__, e))
         return EXIT_FAILED
-    return status
 
 
 def source_options(f: Callable) -> Callable:
@@ -154,7 +136,7 @@ def check(vmcore, vmlinux, snapshot, debug, fmt, png, targets):
 @click.argument("targets", nargs=-1)
 def chat(vmcore, vmlinux, snapshot, debug, png, grouped, targets):
     """A chat-ready summary (60 columns, verdict first)."""
-    opts = {"grouped": True} if grouped else {}
+    opts = frontdoor.render_opts("chat", "chat", grouped=grouped)
     sys.exit(_run("chat", vmcore, vmlinux, snapshot, targets, "chat", png,
                   debug, **opts))
 
@@ -167,9 +149,7 @@ def chat(vmcore, vmlinux, snapshot, debug, png, grouped, targets):
 @click.argument("targets", nargs=-1)
 def dump(vmcore, vmlinux, snapshot, debug, fmt, flat, targets):
     """List TARGET's tree: nodes and multi-index entries."""
-    opts = {"flat": True} if flat and fmt == "table" else {}
-    if fmt == "json":
-        opts["full"] = True
+    opts = frontdoor.render_opts("dump", fmt, flat=flat)
     sys.exit(_run("dump", vmcore, vmlinux, snapshot, targets, fmt, None,
                   debug, **opts))
 
@@ -182,20 +162,10 @@ def dump(vmcore, vmlinux, snapshot, debug, fmt, flat, targets):
 @click.argument("targets", nargs=-1, required=True)
 def capture(vmcore, vmlinux, snapshot, debug, output, note, targets):
     """Save what the analysis of TARGET(s) read, for analysis anywhere."""
-    from .analyze import analyze
-    from .backends.snapshot import RecordingMemory, save
     try:
-        rec = RecordingMemory(open_memory(vmcore, vmlinux, snapshot))
-        status = EXIT_CLEAN
-        for spec in targets:
-            a = analyze(rec, spec)
-            rec.targets.append(spec)
-            click.echo("%s: %s, %d finding(s)" % (spec, a.verdict,
-                                                  len(a.findings)))
-            if a.findings:
-                status = EXIT_FINDINGS
-        size = save(rec, output, note)
-        click.echo("wrote %s (%d bytes)" % (output, size))
+        mem = open_memory(vmcore, vmlinux, snapshot)
+        status = frontdoor.capture(mem, targets, output, note,
+                                   _ClickReporter())
     except CrashextError as e:
         _fail(str(e))
         sys.exit(EXIT_FAILED)
@@ -205,6 +175,44 @@ def capture(vmcore, vmlinux, snapshot, debug, output, note, targets):
         _fail("internal error: %s: %s" % (type(e).__name__, e))
         sys.exit(EXIT_FAILED)
     sys.exit(status)
+
+
+@main.command()
+@click.option("--mpykdump", metavar="PATH",
+              help="PyKdump's mpykdump.so (the 'extend' line).")
+@click.option("--wrapper", metavar="FILE",
+              help="Also write a crash-xa script that sets PYKDUMPPATH "
+                   "and starts crash.")
+@click.option("--crash", "crash_bin", default="crash", show_default=True,
+              metavar="PATH", help="The crash the wrapper starts.")
+@click.option("--shell", is_flag=True,
+              help="Print only the 'export PYKDUMPPATH=...' line.")
+def crashrc(mpykdump, wrapper, crash_bin, shell):
+    """Print the ~/.crashrc lines that add 'xa' to crash (PyKdump).
+
+    \b
+    crashext crashrc --mpykdump /path/mpykdump.so >> ~/.crashrc
+    """
+    from . import crashrc as rc
+    if shell:
+        click.echo(rc.export_line())
+        sys.exit(EXIT_CLEAN)
+    for warning in rc.warnings(mpykdump):
+        click.echo("crashext: warning: %s" % warning, err=True)
+    click.echo(rc.crashrc_text(mpykdump), nl=False)
+    if wrapper:
+        try:
+            rc.write_wrapper(wrapper, crash_bin)
+        except OSError as e:
+            _fail("cannot write %s: %s" % (wrapper, e.strerror or e))
+            sys.exit(EXIT_FAILED)
+        click.echo("crashext: wrote %s (starts %s with PYKDUMPPATH set: "
+                   "'help xa' works)" % (wrapper, crash_bin), err=True)
+    else:
+        click.echo("crashext: for 'help xa' as well, start crash with\n  %s"
+                   "\nor through a wrapper: crashext crashrc --wrapper "
+                   "~/bin/crash-xa" % rc.export_line(), err=True)
+    sys.exit(EXIT_CLEAN)
 
 
 if __name__ == "__main__":      # pragma: no cover

@@ -1,0 +1,661 @@
+"""``xa`` inside crash (PyKdump), driven through its REAL entry points
+under the PyKdump stand-in (tests/pykdump_standin: drgn behind PyKdump's
+API, crash's script lookup, argv stripping and buffered stdout):
+``epython .../crashext/crash/register.py`` as ~/.crashrc runs it, then
+``xa ...`` typed at the crash prompt, which runs the shim
+``crashext/crash/progs/xa.py``.
+
+Every output is compared with the standalone CLI (``crashext check
+--vmcore ... TARGET`` through click's CliRunner, drgn backend) for the same
+targets: lab dumps of both kernels (clean) and the planted dumps
+(corrupt).  Skipped when the dumps are absent.
+
+One test runs the real crash 8.0.2 with a tiny C extension that stands in
+for PyKdump's registration, to pin down the crash facts the set-up rests
+on (an alias is dropped when a command of its name is registered).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STANDIN = Path(__file__).resolve().parent / "pykdump_standin"
+LAB = Path(os.environ.get("CRASHEXT_LAB", "/var/cache/crashext-lab"))
+PLANTED = Path(os.environ.get("CRASHEXT_PLANTED_DIR", LAB / "planted"))
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+drgn = pytest.importorskip("drgn")
+from click.testing import CliRunner  # noqa: E402
+
+import crashext.crash as xacrash  # noqa: E402
+from crashext import frontdoor  # noqa: E402
+from crashext.cli import main as cli_main  # noqa: E402
+
+pytestmark = pytest.mark.lab
+
+PROGS = xacrash.progs_dir()
+REGISTER = xacrash.register_script()
+SHIM = xacrash.shim_path()
+TIMING = "\n ** Execution took"
+
+Dump = namedtuple("Dump", "id vmlinux vmcore targets status")
+
+
+def _lab(family):
+    mf = LAB / family / "manifest.json"
+    if not mf.is_file():
+        return None
+    m = json.loads(mf.read_text())
+    elf = [d["path"] for d in m["dumps"] if d["name"] == "elf"]
+    if not elf or not os.path.isfile(elf[0]) or not os.path.isfile(m["vmlinux"]):
+        return None
+    return Dump(family, m["vmlinux"], elf[0],
+                [f["inode"] for f in m["files"]], 0)
+
+
+def _planted(name):
+    tp = PLANTED / ("%s.truth.json" % name)
+    if not tp.is_file():
+        return None
+    t = json.loads(tp.read_text())
+    if not os.path.isfile(t["planted"]) or not os.path.isfile(t["vmlinux"]):
+        return None
+    inodes = []
+    for c in t["cases"]:
+        if c.get("inode") and c["inode"] not in inodes:
+            inodes.append(c["inode"])
+    return Dump("planted-" + name, t["vmlinux"], t["planted"], inodes, 1)
+
+
+DUMP_IDS = ["6.1", "6.12", "planted-6.1-all", "planted-6.12-all"]
+
+
+def _dump(did):
+    d = _planted(did[len("planted-"):]) if did.startswith("planted-") \
+        else _lab(did)
+    if d is None:
+        pytest.skip("dump %s absent (make it with ../shared/lab/mkdump.sh "
+                    "--quick / tests/lab/plant.py)" % did)
+    return d
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def crash():
+    """The stand-in's ``crash`` module (one embedded interpreter)."""
+    sys.path.insert(0, str(STANDIN))
+    try:
+        import crash as crash_mod
+        yield crash_mod
+    finally:
+        try:
+            sys.modules["crash"].standin_close()
+        except Exception:
+            pass
+        for name in ("crash", "pykdump", "pykdump.API"):
+            sys.modules.pop(name, None)
+        if str(STANDIN) in sys.path:
+            sys.path.remove(str(STANDIN))
+
+
+_opened = {"id": None}
+
+
+def session(crash, d, pykdumppath=(PROGS,), register=True):
+    """A fresh crash session on dump ``d`` (as if crash had just started
+    with PYKDUMPPATH=``pykdumppath`` and ~/.crashrc ran register.py).
+    Returns register.py's output."""
+    if _opened["id"] != d.id:
+        crash.standin_open(d.vmlinux, d.vmcore, pykdumppath=list(pykdumppath))
+        _opened["id"] = d.id
+    crash.standin_reset(pykdumppath=list(pykdumppath))
+    if not register:
+        return ""
+    return crash.standin_epython(REGISTER, "--path",
+                                 os.pathsep.join(_extra_path()))
+
+
+def _extra_path():
+    from crashext.crashrc import extra_path
+    return extra_path()
+
+
+@pytest.fixture(scope="module", params=DUMP_IDS)
+def dump(request):
+    return _dump(request.param)
+
+
+def xa(crash, line):
+    """Type ``line`` at the crash prompt: (xa's text, xa's status)."""
+    xacrash.last_status = None
+    out = crash.standin_command(line)
+    text, sep, _ = out.partition(TIMING)
+    assert sep, "no PyKdump timing line: %r" % out[-200:]
+    return text, xacrash.last_status
+
+
+#: Why a node could not be read is the backend's own message: crash says
+#: "readmem error at addr 0x..., reading 576 bytes", drgn "address is not
+#: mapped" (or "excluded page").  Everything else must be identical.
+_REASON = re.compile(r"readmem\s+error\s+at\s+addr\s+0x[0-9a-f]+,\s+reading"
+                     r"\s+\d+\s+bytes|address\s+is\s+not\s+mapped")
+
+
+def same_text(xa_text, cli_text):
+    """Equal, once the backends' unreadable-memory reasons are blanked."""
+    if xa_text == cli_text:
+        return True
+    a = _REASON.sub("<unreadable>", xa_text)
+    b = _REASON.sub("<unreadable>", cli_text)
+    assert a == b
+    return True
+
+
+def cli(d, *args):
+    """The standalone CLI on the same dump: (stdout, stderr, exit code)."""
+    cmd, rest = args[0], list(args[1:])
+    r = CliRunner().invoke(cli_main, [cmd, "--vmcore", d.vmcore, "--vmlinux",
+                                      d.vmlinux] + rest)
+    assert r.exception is None or isinstance(r.exception, SystemExit), \
+        r.exception
+    return r.stdout, r.stderr, r.exit_code
+
+
+# ------------------------------------------------------- registration, help
+def test_register_and_help_page(crash, dump):
+    out = session(crash, dump)
+    text = out.partition(TIMING)[0]
+    assert text.startswith("crashext ") and "'xa' registered" in text
+    assert text.count("\n") == 1
+    short, synopsis, helptext = crash.standin_registrations()["xa"]
+    assert (short, synopsis, helptext) == (frontdoor.SHORT, frontdoor.SYNOPSIS,
+                                           frontdoor.HELP)
+    page = crash.standin_command("help xa")
+    assert "NAME\n  xa - find page-cache" in page
+    # crash puts the name before the synopsis: arguments only
+    assert "SYNOPSIS\n  xa [check|chat|dump|capture|scan|help]" in page
+    assert "xa xa" not in page
+    assert "\nEXAMPLES\n" in page and "crash> xa check ffff" in page
+    # xa help prints the same page
+    text, status = xa(crash, "xa help")
+    assert status == 0
+    assert text == frontdoor.help_page()
+    assert text.strip() == page.strip()
+    # a second registration (another .crashrc) is quiet and harmless
+    again = crash.standin_epython(REGISTER).partition(TIMING)[0]
+    assert again == ""
+
+
+def test_subcommand_help(crash, dump):
+    session(crash, dump)
+    text, status = xa(crash, "xa check -h")
+    assert status == 0
+    assert text.startswith("usage: xa check") and "-f table|chat|json" in text
+    text2, _ = xa(crash, "xa help check")
+    assert text2 == text
+    text, _ = xa(crash, "xa capture -h")
+    assert "-o FILE, --output FILE" in text
+
+
+# ------------------------------------------------------- same text as CLI
+VARIANTS = [("check",), ("check", "-f", "json"), ("check", "-f", "chat"),
+            ("chat",), ("chat", "--grouped"), ("dump",), ("dump", "--flat"),
+            ("dump", "-f", "json")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=" ".join)
+def test_xa_prints_what_the_cli_prints(crash, dump, variant):
+    session(crash, dump)
+    text, status = xa(crash, "xa %s %s" % (" ".join(variant),
+                                           " ".join(dump.targets)))
+    out, err, code = cli(dump, *(variant + tuple(dump.targets)))
+    assert err == ""
+    assert same_text(text, out)
+    assert status == code == dump.status
+    if variant == ("check", "-f", "json"):
+        docs = json.loads(text)
+        assert len(docs) == len(dump.targets)
+
+
+def test_targets_hex_without_0x_and_kinds(crash, dump):
+    """``ffff...``, ``0xffff...`` and ``inode:...`` name the same tree;
+    ``xa TARGET`` is ``xa check TARGET``."""
+    session(crash, dump)
+    t = dump.targets[0]
+    bare = t[2:] if t.startswith("0x") else t
+    ref, st = xa(crash, "xa check %s" % bare)
+    for spec in ("0x" + bare, "inode:" + bare, "inode:0x" + bare):
+        assert xa(crash, "xa check %s" % spec) == (ref, st)
+    assert xa(crash, "xa %s" % bare) == (ref, st)
+    # options may follow the targets (crash style)
+    assert xa(crash, "xa check %s -f json" % bare) == \
+        xa(crash, "xa check -f json %s" % bare)
+    out, _err, code = cli(dump, "check", bare)
+    assert (out, code) == (ref, st)
+
+
+def test_status_semantics(crash, dump):
+    session(crash, dump)
+    text, status = xa(crash, "xa check %s" % dump.targets[0])
+    assert status == dump.status and "Traceback" not in text
+    # one good, one bad target: the good one is printed, the status is 2,
+    # as in the CLI
+    bad = "0xdead000000000000"
+    text, status = xa(crash, "xa check %s %s" % (dump.targets[0], bad))
+    out, err, code = cli(dump, "check", dump.targets[0], bad)
+    assert status == code == 2
+    first = text.splitlines()[0]
+    assert first == "xa: error: " + err.strip()[len("crashext: error: "):]
+    assert text[len(first) + 1:] == out
+
+
+# ------------------------------------------------------- errors: one line
+BAD_LINES = [
+    ("xa check zzzz", "not an address: 'zzzz'"),
+    ("xa check 0xdead000000000000", "cannot read memory at 0xdead000000000000"),
+    ("xa check 0", "address out of range"),
+    ("xa check /mnt/xfs/big64", "cannot resolve paths"),
+    ("xa check", "no TARGET given"),
+    ("xa check -f bogus ffff8880", "invalid choice: 'bogus'"),
+    ("xa check --nope ffff8880", "unrecognized arguments: --nope"),
+    ("xa frobnicate", "unknown command 'frobnicate'"),
+    ("xa capture ffff8880", "the following arguments are required: -o"),
+    ("xa check inode:ffffffff81000000", "is not an inode"),
+]
+
+
+@pytest.mark.parametrize("line,why", BAD_LINES, ids=[b[0] for b in BAD_LINES])
+def test_errors_are_one_line(crash, line, why):
+    session(crash, _dump("6.1"))
+    text, status = xa(crash, line)
+    assert status == 2
+    assert text.count("\n") == 1 and text.startswith("xa: error: "), text
+    assert why in text
+    assert "Traceback" not in text
+
+
+def test_bad_target_same_error_as_cli(crash):
+    d = _dump("6.1")
+    session(crash, d)
+    for spec in ("zzzz", "0xdead000000000000", "inode:ffffffff81000000"):
+        text, _ = xa(crash, "xa check %s" % spec)
+        _out, err, code = cli(d, "check", spec)
+        assert code == 2
+        assert text[len("xa: error: "):] == err[len("crashext: error: "):]
+
+
+# ------------------------------------------------------- PyKdump's argv
+def test_reserved_options_are_stripped(crash, tmp_path):
+    """PyKdump removes --debug N, --timeout N, --maxel N, --usens PID,
+    --reload, --dumpcache, --experimental (and --ofile FILE, which sends
+    the output to FILE) before the shim sees sys.argv."""
+    d = _dump("6.1")
+    session(crash, d)
+    t = d.targets[0]
+    ref = xa(crash, "xa check %s" % t)
+    noisy = ("xa --debug 0 check --timeout 50 %s --maxel 10 --reload "
+             "--dumpcache --experimental" % t)
+    assert xa(crash, noisy) == ref
+    f = tmp_path / "out.txt"
+    xacrash.last_status = None
+    shown = crash.standin_command("xa check %s --ofile %s" % (t, f))
+    assert xacrash.last_status == ref[1]
+    assert shown == ""
+    assert f.read_text().partition(TIMING)[0] == ref[0]
+    # a value PyKdump cannot parse ends crash itself (as in real crash)
+    with pytest.raises(crash.StandinCrashExit):
+        crash.standin_command("xa check --debug x %s" % t)
+
+
+def test_stdout_is_flushed_every_run(crash):
+    """Nothing stays in PyKdump's buffered stdout after xa."""
+    session(crash, _dump("6.1"))
+    xa(crash, "xa check zzzz")
+    assert crash.standin_pending_output() == ""
+    xa(crash, "xa help")
+    assert crash.standin_pending_output() == ""
+
+
+# ------------------------------------------------------- capture in crash
+def test_capture_then_cli_on_the_snapshot(crash, tmp_path):
+    d = _dump("planted-6.1-all") if _planted("6.1-all") else _dump("6.1")
+    session(crash, d)
+    snap = tmp_path / "x.snap"
+    t = d.targets[0]
+    text, status = xa(crash, "xa capture -o %s --note 'from crash' %s"
+                      % (snap, t))
+    assert status == d.status
+    assert text.startswith("%s: " % t) and "wrote %s (" % snap in text
+    ref, _ = xa(crash, "xa check %s" % t)
+    r = CliRunner().invoke(cli_main, ["check", "--snapshot", str(snap)])
+    assert r.exit_code == d.status and r.stdout == ref
+    # the CLI's capture writes the same answers
+    snap2 = tmp_path / "y.snap"
+    r = CliRunner().invoke(cli_main, ["capture", "--vmcore", d.vmcore,
+                                      "--vmlinux", d.vmlinux, "-o", str(snap2),
+                                      "--note", "from crash", t])
+    assert r.exit_code == d.status
+    from crashext.backends.snapshot import SnapshotMemory
+    a, b = SnapshotMemory.load(str(snap)), SnapshotMemory.load(str(snap2))
+    assert a.blob == b.blob and a.answers == b.answers
+
+
+# ------------------------------------------------------- bulk reads
+def test_one_memory_call_per_node_and_folio_runs(crash):
+    """The walk does exactly one PyKdump memory call per xa_node (plus
+    one for the struct xarray); folio structs come in runs."""
+    from crashext.analyze import layout_for
+    from crashext.backends.pykdump import PykdumpMemory
+    from crashext.folio import read_folios
+    from crashext.targets import resolve_target
+    from crashext.xarray import entry as E
+    from crashext.xarray.walk import walk_xarray
+
+    d = _dump("6.1")
+    session(crash, d, register=False)
+    stats = crash.standin_stats
+    mem = PykdumpMemory()
+    lay = layout_for(mem)
+    checked = 0
+    ratios = []
+    for t in d.targets:
+        tgt = resolve_target(mem, lay, t)
+        stats.reset()
+        stats.trace = True
+        try:
+            w = walk_xarray(mem, lay, tgt.xarray)
+        finally:
+            stats.trace = False
+        assert stats.mem_calls == w.reads == 1 + len(w.nodes)
+        assert stats["readmem"] == stats.mem_calls       # no readPtr/readInt
+        node_reads = sorted(a for _f, a, s in stats.log if s >= lay.node_size)
+        assert node_reads == sorted(n.addr for n in w.nodes)
+        addrs = {e.raw for e in w.entries if e.kind == E.POINTER}
+        stats.reset()
+        recs, bad = read_folios(mem, lay, addrs)
+        assert not bad and len(recs) == len(addrs)
+        assert stats.mem_calls == stats["readmem"]
+        assert stats.mem_calls <= len(addrs)
+        if len(addrs) >= 100:
+            # runs: fewer calls than folios (big folios lie far apart in
+            # the struct page array, so not every tree packs as well)
+            assert stats.mem_calls < len(addrs) / 2, (stats.mem_calls,
+                                                      len(addrs))
+            checked += 1
+        ratios.append((t, len(w.nodes), len(addrs), stats.mem_calls))
+    print("tree, nodes, folios, folio reads:", ratios)
+    assert checked >= 3
+
+
+def test_xa_check_reads_through_readmem_only(crash):
+    """A whole ``xa check``: every dump read is one readmem; the node
+    reads are one per node."""
+    from crashext.analyze import analyze
+    from crashext.backends.pykdump import PykdumpMemory
+
+    d = _dump("6.1")
+    session(crash, d)
+    t = [x for x in d.targets][1]
+    a = analyze(PykdumpMemory(), t)            # the expected node count
+    crash.standin_stats.reset()
+    crash.standin_stats.trace = True
+    try:
+        xa(crash, "xa check %s" % t)
+    finally:
+        crash.standin_stats.trace = False
+    st = crash.standin_stats
+    assert st["readPtr"] == st["readInt"] == 0
+    node_size = 576
+    nodes = [x for x in st.log if x[2] == node_size]
+    assert len(nodes) == a.stats.nodes
+    assert st.mem_calls < a.stats.nodes + a.stats.folios / 4 + 100
+    assert st["exec_crash_command:sys"] == 1
+
+
+# ------------------------------------------------------- the alias way
+def test_without_pykdumppath_register_makes_an_alias(crash):
+    """Crash started without the shim on PYKDUMPPATH: registering 'xa'
+    would make the command unrunnable (' Cannot find the program <xa>'),
+    so register.py makes 'xa' an alias of 'epython /abs/xa.py'."""
+    d = _dump("6.1")
+    session(crash, d, pykdumppath=(), register=False)
+    calls = []
+
+    def alias(line):
+        calls.append(line)
+        return "ORIGIN   ALIAS    COMMAND\nruntime  xa       %s\n" \
+            % line.split(None, 2)[2]
+    crash.standin_define_command("alias", alias)
+    out = crash.standin_epython(REGISTER).partition(TIMING)[0]
+    assert calls == ["alias xa epython %s" % SHIM]
+    assert "alias of epython %s" % SHIM in out and out.count("\n") == 1
+    assert "xa" not in crash.standin_registrations()
+    # what the alias runs: the shim by absolute path, no search
+    t = d.targets[0]
+    via_alias = crash.standin_command("epython %s check %s" % (SHIM, t))
+    session(crash, d)
+    assert via_alias.partition(TIMING)[0] == xa(crash, "xa check %s" % t)[0]
+
+
+def test_registered_without_shim_on_path_cannot_run(crash):
+    """The fact behind the choice above (stand-in of PyKdump's lookup)."""
+    d = _dump("6.1")
+    session(crash, d, pykdumppath=(), register=False)
+    crash.standin_epython(REGISTER, "--register")
+    assert "xa" in crash.standin_registrations()
+    assert crash.standin_command("xa help") == " Cannot find the program <xa>\n"
+
+
+def test_register_says_what_to_do_when_alias_fails(crash):
+    d = _dump("6.1")
+    session(crash, d, pykdumppath=(), register=False)
+
+    def alias(line):
+        raise crash.error("alias: cannot alias existing command name: xa")
+    crash.standin_define_command("alias", alias)
+    out = crash.standin_epython(REGISTER).partition(TIMING)[0]
+    assert out.count("\n") == 1
+    assert "add this line to ~/.crashrc: alias xa epython %s" % SHIM in out
+
+
+def test_shim_found_in_pykdumppath_by_name(crash, tmp_path):
+    """Another directory of PYKDUMPPATH holding a symlink to the shim
+    works too (the shim finds crashext from its real path)."""
+    d = _dump("6.1")
+    (tmp_path / "xa.py").symlink_to(SHIM)
+    session(crash, d, pykdumppath=(str(tmp_path),))
+    assert "xa" in crash.standin_registrations()
+    text, status = xa(crash, "xa check %s" % d.targets[0])
+    assert status == 0 and text.startswith("CLEAN")
+
+
+# ------------------------------------------------------- crashrc
+def test_crashrc_lines(tmp_path):
+    from crashext import crashrc as rc
+    so = tmp_path / "mpykdump.so"
+    so.write_bytes(b"")
+    r = CliRunner().invoke(cli_main, ["crashrc", "--mpykdump", str(so)])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.stdout.splitlines() if not ln.startswith("#")]
+    assert lines[0] == "extend %s" % so
+    words = lines[1].split()
+    assert words[:2] == ["epython", REGISTER] and os.path.isfile(words[1])
+    assert words[2] == "--path"
+    dirs = words[3].split(os.pathsep)
+    import click
+    import tabulate
+    for mod in (click, tabulate):
+        top = Path(mod.__file__).resolve().parent.parent
+        assert str(top) in dirs, (mod, dirs)
+    assert len(lines) == 2                    # the rest are comments
+    assert "#   alias xa epython %s" % SHIM in r.stdout
+    assert "export PYKDUMPPATH=%s" % PROGS in r.stdout
+    assert "export PYKDUMPPATH=%s${PYKDUMPPATH:+:$PYKDUMPPATH}" % PROGS \
+        in r.stderr
+    r = CliRunner().invoke(cli_main, ["crashrc", "--shell"])
+    assert r.stdout == rc.export_line() + "\n"
+
+
+def test_crashrc_wrapper(tmp_path):
+    fake = tmp_path / "fakecrash"
+    fake.write_text("#!/bin/sh\necho \"PYKDUMPPATH=$PYKDUMPPATH\"\n"
+                    "echo \"CRASHEXT_PATH=$CRASHEXT_PATH\"\necho \"ARGS=$*\"\n")
+    fake.chmod(0o755)
+    w = tmp_path / "bin" / "crash-xa"
+    r = CliRunner().invoke(cli_main, ["crashrc", "--mpykdump", "/x/mpykdump.so",
+                                      "--wrapper", str(w), "--crash", str(fake)])
+    assert r.exit_code == 0, r.output
+    assert os.access(w, os.X_OK)
+    env = dict(os.environ, PYKDUMPPATH="/other")
+    env.pop("CRASHEXT_PATH", None)
+    p = subprocess.run([str(w), "vmlinux", "vmcore x"], capture_output=True,
+                       text=True, env=env, check=True)
+    got = dict(ln.split("=", 1) for ln in p.stdout.splitlines())
+    assert got["PYKDUMPPATH"] == PROGS + ":/other"
+    assert got["CRASHEXT_PATH"] == os.pathsep.join(_extra_path())
+    assert got["ARGS"] == "vmlinux vmcore x"
+
+
+def test_shim_ships_as_package_data():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'crashext = ["crash/progs/*.py"]' in text
+    assert os.path.isfile(SHIM) and os.path.isfile(REGISTER)
+    assert xacrash.SHIM_MARK in Path(SHIM).read_text()
+
+
+# ------------------------------------------------------- embedded Python
+def test_xa_path_needs_no_missing_compiled_module(tmp_path):
+    """PyKdump's Python may lack _ctypes, _decimal and _contextvars and has
+    no site-packages: run xa on a snapshot with those blocked and only
+    crashext's root and the crashrc --path directories on sys.path."""
+    snap = ROOT / "sample_dumps" / "seed-6.1.snap"
+    if not snap.is_file():
+        pytest.skip("no sample snapshot")
+    code = r"""
+import sys
+for m in ("_ctypes", "_decimal", "_contextvars"):
+    sys.modules[m] = None
+sys.path[:] = [p for p in sys.path if "site-packages" not in p]
+sys.path.append(%r)
+sys.path.extend(%r)
+import crashext.frontdoor as fd
+from crashext.backends.snapshot import SnapshotMemory
+mem = SnapshotMemory.load(%r)
+for args in (["check"], ["check", "-f", "json"], ["chat"], ["dump", "--flat"], ["help"]):
+    st = fd.run_xa(mem, args, sys.stdout)
+    print("STATUS", args[0], st)
+bad = {"click", "drgn", "_ctypes"} & {k for k, v in sys.modules.items() if v is not None}
+print("LOADED", sorted(bad))
+""" % (str(ROOT), _extra_path(), str(snap))
+    p = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True,
+                       text=True, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stdout + p.stderr
+    assert not [ln for ln in p.stdout.splitlines() if ln.startswith("xa: error")]
+    assert "STATUS check 1" in p.stdout and "STATUS help 0" in p.stdout
+    assert "LOADED []" in p.stdout
+
+
+# ------------------------------------------------------- real crash facts
+FAKE_EXT = r"""
+#include "defs.h"
+/* Stands in for mpykdump.so: 'epython' echoes its arguments and, with
+   REGISTER, registers an extension command 'xa' as
+   register_epython_prog() does (register_extension). */
+void fake_epython(void);
+void fake_xa(void);
+static char *help_epython[] = {"epython", "fake epython", "args", "  fake", NULL};
+static char *help_xa[] = {"xa", "XArray checks", "check TARGET...", "  xa help text", NULL};
+static struct command_table_entry cmds[] = {{"epython", fake_epython, help_epython, 0}, {NULL}};
+static struct command_table_entry xacmds[] = {{"xa", fake_xa, help_xa, 0}, {NULL}};
+void __attribute__((constructor)) fake_init(void) { register_extension(cmds); }
+void fake_epython(void) {
+    int i;
+    fprintf(fp, "EPYTHON:");
+    for (i = 1; i < argcnt; i++) fprintf(fp, " %s", args[i]);
+    fprintf(fp, "\n");
+    if (argcnt > 1 && strcmp(args[1], "REGISTER") == 0)
+        register_extension(xacmds);
+}
+void fake_xa(void) {
+    int i;
+    fprintf(fp, "XA-COMMAND:");
+    for (i = 1; i < argcnt; i++) fprintf(fp, " %s", args[i]);
+    fprintf(fp, "\n");
+}
+"""
+
+
+def test_real_crash_alias_and_registration(tmp_path):
+    """Real crash 8.0.2: an alias needs its target command to exist
+    (after 'extend'); registering a command named like an alias deletes
+    the alias; an alias named like a command is refused; '#' lines of
+    .crashrc are ignored; the generated register line reaches epython
+    intact."""
+    crash_bin = shutil.which("crash")
+    cc = shutil.which("gcc") or shutil.which("cc")
+    defs = Path("/usr/include/crash/defs.h")
+    d = _lab("6.1")
+    if not (crash_bin and cc and defs.is_file() and d):
+        pytest.skip("needs crash, a C compiler, crash's defs.h and the 6.1 dump")
+    src = tmp_path / "fakepy.c"
+    src.write_text(FAKE_EXT)
+    so = tmp_path / "fakepy.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-DX86_64", "-I", str(defs.parent),
+                    "-o", str(so), str(src)], check=True, capture_output=True)
+    from crashext.crashrc import crashrc_text
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".crashrc").write_text(crashrc_text(str(so)))
+    cmds = tmp_path / "cmds"
+    cmds.write_text("alias xa epython %s\n"
+                    "xa check ffff1\n"
+                    "epython REGISTER\n"
+                    "xa check ffff2\n"
+                    "help xa\n"
+                    "alias xa epython /elsewhere.py\n"
+                    "q\n" % SHIM)
+    p = subprocess.run(["timeout", "-s", "KILL", "600", crash_bin, "-s",
+                        d.vmlinux, d.vmcore, "-i", str(cmds)],
+                       capture_output=True, text=True, cwd=str(tmp_path),
+                       env=dict(os.environ, HOME=str(home)))
+    out = p.stdout + p.stderr
+    from crashext.crashrc import extra_path
+    want = "EPYTHON: %s" % REGISTER
+    if extra_path():
+        want += " --path %s" % os.pathsep.join(extra_path())
+    assert want in out                                   # .crashrc line
+    assert "EPYTHON: %s check ffff1" % SHIM in out       # the alias runs
+    assert 'alias "xa" deleted: name clash with extension command' in out
+    assert "XA-COMMAND: check ffff2" in out              # the command runs
+    assert "SYNOPSIS\n  xa check TARGET..." in out       # help xa
+    assert "cannot alias existing command name: xa" in out
+
+
+def test_crash_side_is_stdlib_only():
+    """What runs inside PyKdump before sys.path is set up imports only the
+    standard library (and PyKdump's own modules)."""
+    import ast
+    allowed = set(sys.stdlib_module_names) | {"pykdump", "crash", "crashext"}
+    for f in (ROOT / "crashext" / "frontdoor.py",
+              ROOT / "crashext" / "crash" / "__init__.py",
+              Path(REGISTER), Path(SHIM)):
+        top = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                top.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                top.add(node.module.split(".")[0])
+        assert top <= allowed, (f.name, top - allowed)
