@@ -215,5 +215,166 @@ def crashrc(mpykdump, wrapper, crash_bin, shell):
     sys.exit(EXIT_CLEAN)
 
 
+def _progress_bar():
+    """A one-line progress report on a terminal (stderr), None in pipes."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(p: dict) -> None:
+        if p.get("done"):
+            sys.stderr.write("\r%-60s\r" % "")
+        else:
+            sys.stderr.write("\rscanning %s %s: %d inodes, %d trees"
+                             % (p.get("fs_type", ""), p.get("s_id", ""),
+                                p.get("inodes", 0), p.get("trees", 0)))
+        sys.stderr.flush()
+    return show
+
+
+@main.command()
+@source_options
+@click.option("--format", "-f", "fmt", default="table", show_default=True,
+              type=click.Choice(("table", "json")), help="Output form.")
+@click.option("--all", "include_clean", is_flag=True,
+              help="List clean trees too.")
+@click.option("--fs", "fs_types", multiple=True, metavar="TYPE",
+              help="Only these filesystem types (repeatable; 'swap' for "
+                   "the swap cache).")
+@click.option("--slab", is_flag=True,
+              help="Also walk every xa_node of the radix_tree_node slab "
+                   "(finds nodes no tree reaches).")
+def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, fs_types,
+         slab):
+    """Check every page cache of a dump, worst first."""
+    try:
+        mem = open_memory(vmcore, vmlinux, snapshot)
+        status = frontdoor.scan(mem, _ClickReporter(), fmt, include_clean,
+                                fs_types, progress=_progress_bar())
+        if slab:
+            from .triage.slab import walk_slab
+            rep = walk_slab(mem)
+            if fmt == "json":
+                import json
+                click.echo(json.dumps(rep.to_dict(), indent=2,
+                                      sort_keys=True, default=str))
+            else:
+                st = rep.stats
+                click.echo("slab radix_tree_node: %s, %s" % (
+                    rep.verdict, ", ".join("%s %s" % kv for kv in
+                                           sorted(st.items()))))
+                for f in rep.findings:
+                    click.echo("  %s node 0x%x %s" % (
+                        f.code, f.node or 0, f.meaning))
+            if rep.findings and status == EXIT_CLEAN:
+                status = EXIT_FINDINGS
+    except CrashextError as e:
+        _fail(str(e))
+        sys.exit(EXIT_FAILED)
+    except Exception as e:
+        if debug:
+            raise
+        _fail("internal error: %s: %s (rerun with --debug)"
+              % (type(e).__name__, e))
+        sys.exit(EXIT_FAILED)
+    sys.exit(status)
+
+
+@main.command()
+@source_options
+@click.option("--slab", "via", flag_value="slab",
+              help="Search every radix_tree_node slab object (finds copies "
+                   "in orphaned or freed nodes).")
+@click.option("--trees", "via", flag_value="trees", default=True,
+              help="Search every page-cache tree (default).")
+@click.argument("addresses", nargs=-1, required=True)
+def folio(vmcore, vmlinux, snapshot, debug, via, addresses):
+    """Every slot of every tree that holds a folio (reverse lookup)."""
+    from .targets import parse_address
+    from .triage.reverse import find_folio
+    status = EXIT_CLEAN
+    try:
+        mem = open_memory(vmcore, vmlinux, snapshot)
+        for a in addresses:
+            addr = parse_address(a)
+            hits = list(find_folio(mem, addr, via=via))
+            click.echo("folio 0x%x: %d slot(s)" % (addr, len(hits)))
+            for h in hits:
+                where = ("index ?" if h.index is None else
+                         "index 0x%x (%d)" % (h.index, h.index))
+                click.echo("  %s node 0x%x slot %d ino %s %s"
+                           % (where, h.node or 0, h.slot, h.i_ino,
+                              h.fs_type or ""))
+            if len(hits) > 1:
+                status = EXIT_FINDINGS
+    except CrashextError as e:
+        _fail(str(e))
+        sys.exit(EXIT_FAILED)
+    except Exception as e:
+        if debug:
+            raise
+        _fail("internal error: %s: %s" % (type(e).__name__, e))
+        sys.exit(EXIT_FAILED)
+    sys.exit(status)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "-o", "out_dir", required=True, metavar="DIR",
+              help="Where one JSON result per dump goes (resumable).")
+@click.option("--debug-dir", "-d", "debug_dirs", multiple=True,
+              metavar="DIR", help="Where vmlinux-<release> files are "
+                                  "(repeatable; searched by release).")
+@click.option("--workers", "-j", default=2, show_default=True,
+              help="Parallel worker processes.")
+@click.option("--engine", default="process", show_default=True,
+              type=click.Choice(("process", "dask", "inline")),
+              help="process pool, or a local Dask cluster.")
+@click.option("--no-slab", is_flag=True, help="Skip the slab-wide walk.")
+@click.option("--force", is_flag=True, help="Redo finished dumps.")
+@click.option("--retry-errors", is_flag=True,
+              help="Redo dumps whose result is an error.")
+@click.option("--format", "-f", "fmt", default="md", show_default=True,
+              type=click.Choice(("md", "json")), help="Report form.")
+def triage(inputs, out_dir, debug_dirs, workers, engine, no_slab, force,
+           retry_errors, fmt):
+    """Analyse many vmcores in parallel; group them by signature.
+
+    INPUTS: dump files, directories of dumps or lab runs, manifest.json
+    files, or lists of paths.  Exit 1 when any dump shows findings, 2 when
+    a dump could not be analysed and none shows findings.
+    """
+    from .triage import batch, report
+    try:
+        res = batch.triage(list(inputs), out_dir, workers=workers,
+                           engine=engine, debug_dirs=list(debug_dirs),
+                           slab=not no_slab, force=force,
+                           retry_errors=retry_errors,
+                           log=lambda line: click.echo(line, err=True))
+        click.echo(report.report(out_dir, fmt), nl=False)
+    except (CrashextError, ValueError, OSError) as e:
+        _fail(str(e))
+        sys.exit(EXIT_FAILED)
+    verdicts = {r.get("verdict") for r in res}
+    if verdicts & {"corrupt", "suspect"}:
+        sys.exit(EXIT_FINDINGS)
+    if any(r.get("status") == "error" or r.get("error") for r in res):
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_CLEAN)
+
+
+@main.command("report")
+@click.argument("results", metavar="DIR")
+@click.option("--format", "-f", "fmt", default="md", show_default=True,
+              type=click.Choice(("md", "json")), help="Report form.")
+def report_cmd(results, fmt):
+    """Group the results of an earlier 'crashext triage' by signature."""
+    from .triage import report
+    try:
+        click.echo(report.report(results, fmt), nl=False)
+    except (CrashextError, ValueError, OSError) as e:
+        _fail(str(e))
+        sys.exit(EXIT_FAILED)
+
+
 if __name__ == "__main__":      # pragma: no cover
     main()

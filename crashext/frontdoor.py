@@ -236,7 +236,8 @@ def capture(mem: Memory, specs: Sequence[str], output: str, note: str,
 
 def scan(mem: Memory, rep: Reporter, fmt: str = "table",
          include_clean: bool = False,
-         fs_types: Optional[Sequence[str]] = None) -> int:
+         fs_types: Optional[Sequence[str]] = None,
+         progress: Optional[Callable[[dict], None]] = None) -> int:
     """Every page-cache tree of the dump (crashext.triage.scan, when it
     is installed): one line per tree that is not clean, then totals."""
     try:
@@ -247,7 +248,7 @@ def scan(mem: Memory, rep: Reporter, fmt: str = "table",
         return EXIT_FAILED
     rows = []
     by_verdict: dict = {}
-    for row in S.scan(mem, fs_types=fs_types or None):
+    for row in S.scan(mem, progress=progress, fs_types=fs_types or None):
         by_verdict[row.verdict] = by_verdict.get(row.verdict, 0) + 1
         if include_clean or row.verdict != "clean":
             rows.append(row)

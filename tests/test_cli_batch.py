@@ -1,0 +1,77 @@
+"""The batch front doors of the CLI (scan, folio, triage, report) on real
+lab dumps: exit codes, what they name, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from crashext.cli import main
+
+from conftest import lab_dump
+
+
+def _run(args):
+    r = CliRunner().invoke(main, args)
+    assert "Traceback" not in r.output
+    return r
+
+
+@pytest.mark.parametrize("family", ["6.1", "6.12"])
+def test_scan_clean_dump(family):
+    m, path = lab_dump(family)
+    r = _run(["scan", "-c", path, "-k", m["vmlinux"], "-f", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["by_verdict"].get("clean", 0) >= len(m["files"])
+    assert set(doc["by_verdict"]) == {"clean"}
+
+
+def test_scan_and_folio_on_planted_dump():
+    pytest.importorskip("drgn")
+    m, _ = lab_dump("6.1")
+    from tests.lab import plant, scenarios
+    path, _tp, truth = plant.make_planted("6.1", list(scenarios.CASES))
+    r = _run(["scan", "-c", path, "-k", m["vmlinux"], "--slab"])
+    assert r.exit_code == 1, r.output
+    inos = {f["path"]: f["i_ino"] for f in m["files"]}
+    for p in truth["files"]:
+        assert "vda:%d: corrupt" % inos[p] in r.output
+    assert "NODE_ARRAY" in r.output.split("slab radix_tree_node")[1]
+    seed = [c for c in truth["cases"] if c["case"] == "seed"][0]
+    r = _run(["folio", "-c", path, "-k", m["vmlinux"], "0x%x" % seed["folio"]
+              if isinstance(seed.get("folio"), int) else seed["folio"]])
+    assert r.exit_code == 1, r.output
+    for i in seed["indices"]:
+        assert "index 0x%x (%d)" % (i, i) in r.output
+
+
+def test_triage_and_report(tmp_path):
+    m, path = lab_dump("6.1")
+    bogus = tmp_path / "bogus.vmcore"
+    bogus.write_bytes(b"\x7fELF" + b"\0" * 4096)
+    lst = tmp_path / "dumps.txt"
+    lst.write_text("%s\n%s\n" % (path, bogus))
+    debug = os.path.dirname(m["vmlinux"])
+    out = tmp_path / "out"
+    r = _run(["triage", str(lst), "-o", str(out), "-d", debug, "-j", "1",
+              "--engine", "inline", "--no-slab"])
+    assert r.exit_code == 2, r.output       # clean dump + one unreadable
+    assert len(list(out.glob("*.json"))) == 2
+    r2 = _run(["report", str(out), "-f", "json"])
+    assert r2.exit_code == 0
+    doc = json.loads(r2.output)
+    assert doc
+    r3 = _run(["report", str(out)])
+    assert max(len(l) for l in r3.output.splitlines()) <= 60
+
+
+def test_scan_without_a_dump_is_one_line():
+    r = CliRunner().invoke(main, ["scan"])
+    assert r.exit_code == 2
+    assert r.output.strip() == ("crashext: error: no dump given: use "
+                                "--vmcore FILE [--vmlinux FILE] or "
+                                "--snapshot FILE")
