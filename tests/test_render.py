@@ -392,6 +392,7 @@ def test_png_without_pillow(monkeypatch, tmp_path):
 def test_engine_does_not_import_renderers():
     root = os.path.join(os.path.dirname(HERE), "crashext")
     front = {"render", "crash", "triage", "cli.py", "drgn_plugin.py",
+             "frontdoor.py", "crashrc.py",
              "__main__.py"}
     pat = re.compile(r"^\s*(from\s+(\.+|crashext\.)render|import\s+crashext"
                      r"\.render|from\s+\.+\s+import\s+render)", re.M)
