@@ -109,7 +109,7 @@ class Layout:
         chunk = slots_size // 8
         # XA_CHUNK_SHIFT is a #define: derive it from the slots array size.
         chunk_shift = chunk.bit_length() - 1
-        if 1 << chunk_shift != chunk:
+        if chunk < 4 or 1 << chunk_shift != chunk:
             raise LayoutError("xa_node.slots has %d entries, not a power of 2"
                               % chunk)
         marks_off = _first(mem, N, "marks", "tags")[1]
@@ -149,6 +149,9 @@ class Layout:
                     raise LayoutError("cannot find the folio order field")
                 order_kind, f_order = ORDER_COMPOUND, page_size + off
         read_size = max(f_order + 1, page_size)
+        if mem.member_offset("struct page", "compound_head") is not None:
+            read_size = max(read_size, mem.member_offset(
+                "struct page", "compound_head") + 8)
         pg_head = mem.enum_value("PG_head")
         if pg_head is None:
             raise LayoutError("enum pageflags has no PG_head")
@@ -191,7 +194,59 @@ class Layout:
             pg_locked=mem.enum_value("PG_locked"),
             pg_uptodate=mem.enum_value("PG_uptodate"),
             release=mem.release(),
-        )
+        ).validate()
+
+    def validate(self) -> "Layout":
+        """Refuse answers no kernel gives (a damaged snapshot, a wrong
+        vmlinux): every field inside its struct, node fields apart, bit
+        numbers below 64.  Raises :class:`LayoutError`."""
+        def bad(why: str) -> LayoutError:
+            return LayoutError("implausible struct layout in the debug "
+                               "info: %s" % why)
+        if not 2 <= self.chunk_shift <= 8:
+            raise bad("XA_CHUNK_SHIFT %d" % self.chunk_shift)
+        if not 0 < self.node_size <= 1 << 16:
+            raise bad("sizeof(struct xa_node) %d" % self.node_size)
+        chunk = self.chunk_size
+        marks = self.max_marks * 8 * max(1, chunk // 64)
+        fields = [("shift", self.node_shift, 1), ("offset", self.node_offset, 1),
+                  ("count", self.node_count, 1),
+                  ("nr_values", self.node_nr_values, 1),
+                  ("parent", self.node_parent, 8), ("array", self.node_array, 8),
+                  ("slots", self.node_slots, 8 * chunk),
+                  ("marks", self.node_marks, marks)]
+        if not 1 <= self.max_marks <= 8:
+            raise bad("%d XArray marks" % self.max_marks)
+        end = -1
+        for name, off, size in sorted(fields, key=lambda f: f[1]):
+            if off < 0 or off + size > self.node_size:
+                raise bad("xa_node.%s at %d outside the node" % (name, off))
+            if off < end:
+                raise bad("xa_node.%s overlaps another field" % name)
+            end = off + size
+        if not 16 <= self.page_size <= 1024:
+            raise bad("sizeof(struct page) %d" % self.page_size)
+        if not 0 < self.folio_read_size <= 4 * self.page_size:
+            raise bad("folio order byte at %d" % self.f_order)
+        for name, off, size in (("flags", self.f_flags, 8),
+                                ("mapping", self.f_mapping, 8),
+                                ("index", self.f_index, 8),
+                                ("_refcount", self.f_refcount, 4),
+                                ("order", self.f_order, 1),
+                                ("compound_head", self.f_compound_head or 0, 8)):
+            if off < 0 or off + size > self.folio_read_size:
+                raise bad("folio %s at %d outside the bytes read" % (name, off))
+        for name in ("pg_head", "pg_dirty", "pg_writeback", "pg_locked",
+                     "pg_uptodate"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v < 64:
+                raise bad("%s = %d" % (name, v))
+        for name in ("xa_flags", "xa_head", "as_i_pages", "as_host",
+                     "as_nrpages", "inode_i_ino", "inode_i_sb",
+                     "inode_i_mapping", "inode_i_size", "inode_i_data"):
+            if not 0 <= getattr(self, name) < 1 << 16:
+                raise bad("%s = %d" % (name, getattr(self, name)))
+        return self
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
