@@ -28,7 +28,7 @@ from typing import List, Optional, Tuple
 
 from ..findings import Finding
 from ..layout import Layout
-from ..memory import Memory, UnreadableMemory
+from ..memory import LayoutError, Memory, UnreadableMemory
 from . import entry as E
 
 #: Default bound on nodes walked in one tree (about 2^30 indices of order-0
@@ -109,7 +109,14 @@ class Walk:
 def _node_unpacker(lay: Layout):
     """Build one struct.Struct that decodes a whole xa_node in one call:
     4 header bytes, parent, array, the slots and the marks.  Offsets come
-    from the dump's debug info."""
+    from the dump's debug info.  A layout no kernel has (a damaged
+    snapshot's answers) is a :class:`LayoutError`: XA_CHUNK_SHIFT is 4 or
+    6, and every field lies inside the node."""
+    if not (1 <= lay.chunk_shift <= 8 and 0 < lay.max_marks <= 8
+            and 0 < lay.node_size <= 1 << 16):
+        raise LayoutError("impossible struct xa_node layout (%s slots, %s "
+                          "marks, %s bytes): damaged debug info"
+                          % (lay.chunk_size, lay.max_marks, lay.node_size))
     fields = [
         (lay.node_shift, "B"), (lay.node_offset, "B"), (lay.node_count, "B"),
         (lay.node_nr_values, "B"), (lay.node_parent, "Q"),
@@ -122,10 +129,14 @@ def _node_unpacker(lay: Layout):
     pos = 0
     for i in order:
         off, code = fields[i]
-        if off < pos:
-            raise ValueError("overlapping xa_node fields")
+        if off < pos or off >= lay.node_size:
+            raise LayoutError("impossible struct xa_node layout: fields "
+                              "overlap or lie outside the node")
         fmt += ("%dx" % (off - pos) if off > pos else "") + code
         pos = off + struct.calcsize("<" + code)
+    if pos > lay.node_size:
+        raise LayoutError("impossible struct xa_node layout: fields lie "
+                          "outside the node")
     st = struct.Struct(fmt)
     # Map unpacked positions back to field order.
     counts = []
