@@ -136,10 +136,10 @@ def test_endless_tree_is_bounded_by_the_node_limit():
     does, with WALK_TRUNCATED."""
     mem = F.ScriptedNodeMemory(root_shift=24)
     t0 = time.perf_counter()
-    a = analyze(mem, mem.spec, max_nodes=2000)
+    a = analyze(mem, mem.spec, max_nodes=1000)
     secs = time.perf_counter() - t0
     assert [f.code for f in a.findings if f.code == "WALK_TRUNCATED"]
-    assert a.walk.truncated and len(a.walk.nodes) == 2000
+    assert a.walk.truncated and len(a.walk.nodes) == 1000
     assert secs < BOUND
 
 
@@ -181,11 +181,6 @@ layout_answer = st.tuples(
          F.U64])))
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "Layout.discover (crashext/layout.py) does not check the debug-info "
-    "answers it is given: e.g. xa_node.slots of 4 bytes gives ValueError "
-    "'negative shift count', overlapping xa_node fields a ValueError from "
-    "the walker, PG_head = 2^40 a MemoryError in read_folios"))
 @fuzz(400)
 @given(st.lists(layout_answer, min_size=1, max_size=3))
 def test_hostile_layout_answers(tmp_path_factory, hops):
