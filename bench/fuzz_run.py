@@ -38,8 +38,28 @@ def _settings(n: int):
                     suppress_health_check=list(HealthCheck))
 
 
+def timed(make_mem, spec: str, tally: F.Tally, bound: float, inp,
+          rtally: F.Tally = None) -> None:
+    """Analyse once; an input over the bound is run again on a fresh
+    memory and counts as slow only when it is slow again (the machine
+    may be busy).  Every analysis also goes to the renderers when
+    ``rtally`` is given (their time is not the engine's)."""
+    keep: list = []
+    out = F.run_analysis(make_mem(), spec, limit=10 * bound, keep=keep)
+    if out[0] in ("clean", "findings", "error") and out[1] > bound:
+        again = F.run_analysis(make_mem(), spec, limit=10 * bound)
+        if again[1] <= bound:
+            tally.rerun_ok += 1
+            tally.rerun_max = max(tally.rerun_max, out[1])
+            out = again
+    tally.add(*out, inp=inp, bound=bound)
+    if rtally is not None and keep:
+        rtally.add(*F.run_render(keep[0], limit=10 * bound), inp=inp,
+                   bound=bound)
+
+
 def run_trees(n: int, bases, tally: F.Tally, bound: float, render: int,
-              rng_seed: int) -> None:
+              rng_seed: int, rtally: F.Tally) -> None:
     count = [0]
 
     @seed(rng_seed)
@@ -48,10 +68,9 @@ def run_trees(n: int, bases, tally: F.Tally, bound: float, render: int,
     def one(bi, ops):
         b = bases[bi]
         count[0] += 1
-        mem = F.apply_ops(b, ops)
         r = bool(render) and count[0] % render == 0
-        out = F.run_analysis(mem, b.spec, limit=10 * bound, render=r)
-        tally.add(*out, inp=(b.name, ops), bound=bound)
+        timed(lambda: F.apply_ops(b, ops), b.spec, tally, bound,
+              (b.name, ops), rtally if r else None)
 
     one()
 
@@ -63,9 +82,8 @@ def run_random(n: int, bases, tally: F.Tally, bound: float,
     @given(st.sampled_from(range(len(bases))), st.integers(0, 1 << 64))
     def one(bi, s):
         b = bases[bi]
-        out = F.run_analysis(F.random_node_memory(b, s), b.spec,
-                             limit=10 * bound)
-        tally.add(*out, inp=(b.name, "random", s), bound=bound)
+        timed(lambda: F.random_node_memory(b, s), b.spec, tally, bound,
+              (b.name, "random", s))
 
     one()
 
@@ -90,6 +108,12 @@ def run_snapshots(n: int, tally: F.Tally, bound: float, render: int,
             f.write(data)
         r = bool(render) and count[0] % render == 0
         outcome, secs, err = F.run_load(path, limit=10 * bound, render=r)
+        if outcome in ("loaded", "error") and secs > bound:
+            again = F.run_load(path, limit=10 * bound, render=r)
+            if again[1] <= bound:
+                tally.rerun_ok += 1
+                tally.rerun_max = max(tally.rerun_max, secs)
+                outcome, secs, err = again
         tally.add(outcome, secs, err, inp=case, bound=bound)
 
     one()
@@ -101,6 +125,9 @@ def report(name: str, t: F.Tally, secs: float) -> None:
     print("%-10s inputs %7d  failures %3d  max %.3f s/input  (%.0f s, %s)"
           % (name, t.n, t.failed, t.max_s, secs,
              ", ".join("%s %d" % kv for kv in sorted(t.outcomes.items()))))
+    if t.rerun_ok:
+        print("  %d input(s) over the bound once (up to %.2f s) were within "
+              "it when run again" % (t.rerun_ok, t.rerun_max))
     shown = set()
     for inp, err in t.failures:
         key = err.strip().splitlines()[-1][:100]
@@ -126,19 +153,19 @@ def main(argv=None) -> int:
     ap.add_argument("--bound", type=float, default=2.0,
                     help="seconds allowed per input (default 2)")
     ap.add_argument("--render", type=int, default=20, metavar="N",
-                    help="also render every Nth analysis as JSON, chat and "
-                    "table (0: never; default 20)")
+                    help="also render every Nth tree analysis as JSON, chat "
+                    "and table, timed apart (0: never; default 20)")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args(argv)
     bases = F.base_trees(a.bases)
     print("bases: %s" % ", ".join("%s (%d nodes, %d folios)"
                                   % (b.name, len(b.nodes), len(b.folios))
                                   for b in bases))
-    total = F.Tally()
     results = []
+    rtally = F.Tally()
     for name, fn in (
             ("trees", lambda t: run_trees(a.trees, bases, t, a.bound,
-                                          a.render, a.seed)),
+                                          a.render, a.seed, rtally)),
             ("random", lambda t: run_random(a.random, bases, t, a.bound,
                                             a.seed)),
             ("snapshots", lambda t: run_snapshots(a.snapshots, t, a.bound,
@@ -150,9 +177,12 @@ def main(argv=None) -> int:
         report(name, t, secs)
         sys.stdout.flush()
         results.append(t)
-    n = sum(t.n for t in results)
+    if rtally.n:
+        report("render", rtally, 0)
+    results.append(rtally)
+    n = sum(t.n for t in results[:-1])
     failed = sum(t.failed for t in results)
-    worst = max(t.max_s for t in results)
+    worst = max(t.max_s for t in results[:-1])
     print("total      inputs %7d  failures %3d  max %.3f s/input"
           % (n, failed, worst))
     return 1 if failed else 0

@@ -847,13 +847,15 @@ def random_node_memory(base: BaseTree, seed: int) -> FuzzMemory:
 
 # Running one input ----------------------------------------------------------
 def run_analysis(mem: Memory, spec: str, limit: float = 10.0,
-                 render: bool = False, max_nodes: Optional[int] = None
+                 render: bool = False, max_nodes: Optional[int] = None,
+                 keep: Optional[list] = None
                  ) -> Tuple[str, float, Optional[str]]:
     """Analyse ``spec`` in ``mem``.  Returns ``(outcome, seconds, error)``:
     outcome ``clean``/``findings``/``error`` (a CrashextError) are the
     allowed ones; ``crash`` (any other exception) and ``hang`` (over
     ``limit`` seconds) are failures, with the traceback in ``error``.
-    ``render`` also renders the analysis as JSON, chat and table."""
+    ``render`` also renders the analysis as JSON, chat and table (timed
+    with it); ``keep``, a list, receives the Analysis."""
     from crashext.analyze import analyze
     t0 = time.perf_counter()
     try:
@@ -864,9 +866,27 @@ def run_analysis(mem: Memory, spec: str, limit: float = 10.0,
                 a = analyze(mem, spec, max_nodes=max_nodes)
             if render:
                 render_all(a)
+        if keep is not None:
+            keep.append(a)
         outcome, err = ("findings" if a.findings else "clean"), None
     except CrashextError as e:
         outcome, err = "error", str(e)
+    except Hang:
+        outcome, err = "hang", traceback.format_exc()
+    except Exception:
+        outcome, err = "crash", traceback.format_exc()
+    return outcome, time.perf_counter() - t0, err
+
+
+def run_render(a: Any, limit: float = 10.0
+               ) -> Tuple[str, float, Optional[str]]:
+    """Render an Analysis every way: ``("rendered"|"crash"|"hang",
+    seconds, traceback)``."""
+    t0 = time.perf_counter()
+    try:
+        with time_limit(limit):
+            render_all(a)
+        outcome, err = "rendered", None
     except Hang:
         outcome, err = "hang", traceback.format_exc()
     except Exception:
@@ -1087,6 +1107,10 @@ class Tally:
     max_s: float = 0.0
     max_input: Any = None
     failures: List[Tuple[Any, str]] = field(default_factory=list)
+    #: Inputs over the bound once that were within it when run again
+    #: (a loaded machine), and the time of their first run.
+    rerun_ok: int = 0
+    rerun_max: float = 0.0
 
     def add(self, outcome: str, secs: float, err: Optional[str],
             inp: Any = None, bound: float = 2.0) -> None:
