@@ -336,6 +336,8 @@ class BaseTree:
     folios: List[int]
     node_bytes: Dict[int, bytes] = field(default_factory=dict)
     folio_bytes: Dict[int, bytes] = field(default_factory=dict)
+    inode: int = 0
+    mapping: int = 0
 
     def ancestors(self, k: int) -> List[int]:
         """Addresses of node ``k``'s ancestors, parent first."""
@@ -363,7 +365,8 @@ def _make_base(name: str, mem: Memory, spec: str) -> BaseTree:
         except UnreadableMemory:
             pass
     return BaseTree(name, mem, spec, lay, a.target.xarray, a.walk.head,
-                    nodes, sorted(a.folios), node_bytes, folio_bytes)
+                    nodes, sorted(a.folios), node_bytes, folio_bytes,
+                    a.target.inode or 0, a.target.mapping or 0)
 
 
 # Synthesized tree (6.1 layout): an inode, its mapping, a root node of
@@ -598,7 +601,8 @@ ENTRY_CHOICES = NODE_CHOICES + (
     "ptr", "raw", "null")
 OPS = ("slot", "slot", "slot", "shift", "count", "nr_values", "offset",
        "parent", "array", "marks", "bytes", "garbage", "zero_node", "copy",
-       "hole", "head", "folio", "fake", "fanout", "chain", "folio_hole")
+       "hole", "head", "folio", "fake", "fanout", "chain", "folio_hole",
+       "target")
 
 FAKE_BASE = 0xffff888070000000
 
@@ -727,6 +731,8 @@ class _Builder:
     def apply(self, op: Tuple[str, int, int, str, int]) -> None:
         kind, sel, slot, choice, value = op
         lay = self.lay
+        if kind == "target":
+            return self.apply_target(slot, choice, value)
         if kind in ("head", "fanout", "chain") or not self.b.nodes:
             return self.apply_root(kind, sel, slot, choice, value)
         if kind in ("folio", "folio_hole"):
@@ -785,6 +791,26 @@ class _Builder:
             d[:] = sd
         elif kind == "hole":
             self.holes.append(addr)
+
+    def apply_target(self, slot: int, choice: str, value: int) -> None:
+        """Damage what target resolution reads: the inode's i_mapping,
+        i_ino, i_size, i_sb, the mapping's host and nrpages, xa_flags."""
+        lay, b = self.lay, self.b
+        if not b.inode or not b.mapping:
+            return
+        fields = ((b.inode + lay.inode_i_mapping, 8),
+                  (b.inode + lay.inode_i_ino, 8),
+                  (b.inode + lay.inode_i_size, 8),
+                  (b.inode + lay.inode_i_sb, 8),
+                  (b.mapping + lay.as_host, 8),
+                  (b.mapping + lay.as_nrpages, 8),
+                  (b.xarray + lay.xa_flags, 4))
+        addr, size = fields[slot % len(fields)]
+        v = self.entry(choice, value, 0)
+        if slot % 2:
+            v &= ~3
+        d = self.obj(addr, size)
+        d[:] = (v & ((1 << 8 * size) - 1)).to_bytes(size, "little")
 
     def apply_root(self, kind: str, sel: int, slot: int, choice: str,
                    value: int) -> None:
