@@ -11,8 +11,9 @@ construction.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from .checks import CheckContext, duplicates, folios, marks, nodes, siblings
 from .explain import Explanation, explain
@@ -22,7 +23,7 @@ from .layout import Layout
 from .memory import Memory
 from .targets import Target, resolve_target
 from .xarray import entry as E
-from .xarray.walk import MAX_NODES, Walk, walk_xarray
+from .xarray.walk import MAX_NODES, EntryList, Walk, entry_blocks, walk_xarray
 
 #: Check families in report order.
 ALL_CHECKS = (
@@ -62,7 +63,7 @@ class Analysis:
     target: Target
     release: Optional[str]
     walk: Walk
-    folios: Dict[int, FolioRec]
+    folios: Mapping[int, FolioRec]     # a crashext.folio.FolioTable
     findings: List[Finding]
     explanations: List[Explanation]
     stats: Stats
@@ -83,22 +84,90 @@ class Analysis:
         return "clean"
 
 
-def _stats(w: Walk, recs: Dict[int, FolioRec]) -> Stats:
+def _stats(w: Walk, recs: Mapping[int, FolioRec],
+           hints: Optional[Dict[str, Any]] = None) -> Stats:
     s = Stats(nodes=len(w.nodes), node_reads=w.reads)
     s.depth = max((n.depth for n in w.nodes), default=-1) + 1
     s.entries = len(w.entries)
-    for e in w.entries:
-        if e.kind == E.POINTER:
-            f = recs.get(e.raw)
-            if f is not None and not f.is_tail:
-                s.folios += 1
-                s.pages += f.nr_pages
-                s.orders[f.order] = s.orders.get(f.order, 0) + 1
-        elif e.kind == E.VALUE:
-            s.values += 1
-            s.value_indices += e.span if e.node else 1
-    s.orders = dict(sorted(s.orders.items()))
+    POINTER, VALUE = E.POINTER, E.VALUE
+    get = recs.get
+    rows_of = getattr(recs, "rows", None)
+    head_bit = getattr(recs, "head_bit", 0)
+    # The folio check found every pointer entry a readable order-0 head.
+    plain = bool(hints and hints.get("plain_order0"))
+    orders: Dict[int, int] = {}
+    folios = pages = values = value_indices = 0
+    for node, block in entry_blocks(w.entries):
+        if node is not None:
+            n = len(node.slots)
+            if block == VALUE:
+                values += n
+                value_indices += n << node.eshift
+                continue
+            if block == POINTER and plain:
+                folios += n
+                pages += n
+                orders[0] = orders.get(0, 0) + n
+                continue
+            if block == POINTER and rows_of is not None:
+                # Every folio readable, none a tail, none large: n order-0
+                # folios (what the loop below would count).
+                rows = rows_of(node.slots)
+                if rows is not None:
+                    fl, ch = list(zip(*rows))[:2]
+                    if not any(map(head_bit.__and__, fl)) \
+                            and not any(map(_ODD, ch)):
+                        folios += n
+                        pages += n
+                        orders[0] = orders.get(0, 0) + n
+                        continue
+            block = EntryList.node_entries(node, block)
+        for e in block:
+            k = e.kind
+            if k == POINTER and plain:
+                folios += 1
+                pages += 1
+                orders[0] = orders.get(0, 0) + 1
+            elif k == POINTER:
+                f = get(e.raw)
+                if f is not None and not f.compound_head & 1:   # not is_tail
+                    o = f.order
+                    folios += 1
+                    pages += 1 << o
+                    orders[o] = orders.get(o, 0) + 1
+            elif k == VALUE:
+                values += 1
+                value_indices += e.span if e.node else 1
+    s.folios, s.pages = folios, pages
+    s.values, s.value_indices = values, value_indices
+    s.orders = dict(sorted(orders.items()))
     return s
+
+
+_ODD = (1).__and__
+#: Lowest address :func:`crashext.xarray.entry.is_kernel_pointer` accepts.
+_KERNEL_MIN = 0xFF00000000000000
+
+
+def _folio_addrs(w: Walk) -> List[int]:
+    """Pointer entries that are plausible kernel pointers
+    (:func:`E.is_kernel_pointer`), in entry order."""
+    POINTER = E.POINTER
+    kmin = _KERNEL_MIN
+    addrs: List[int] = []
+    for node, block in entry_blocks(w.entries):
+        if node is not None:
+            if block != POINTER:
+                continue
+            slots = node.slots          # all multiples of 8
+            if min(slots) >= kmin:
+                addrs.extend(slots)
+                continue
+            block = EntryList.node_entries(node, block)
+        addrs.extend([e.raw for e in block
+                      if e.kind == POINTER and e.raw >= kmin
+                      and not e.raw & 7])
+    return addrs
 
 
 def analyze(mem: Memory, target: Union[str, Target],
@@ -110,24 +179,39 @@ def analyze(mem: Memory, target: Union[str, Target],
     the tree cannot be analysed at all: bad target, unreadable header,
     missing debug info.  Everything found inside the tree is a finding.
     """
+    # The cyclic GC would scan the (acyclic) records of a big tree over
+    # and over while they are built; pause it for the analysis.
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        return _analyze(mem, target, max_nodes)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _analyze(mem: Memory, target: Union[str, Target],
+             max_nodes: int) -> Analysis:
     lay = layout_for(mem)
     if not isinstance(target, Target):
         target = resolve_target(mem, lay, target)
     w = walk_xarray(mem, lay, target.xarray, max_nodes=max_nodes)
-    addrs = [e.raw for e in w.entries
-             if e.kind == E.POINTER and E.is_kernel_pointer(e.raw)]
-    recs, bad = read_folios(mem, lay, addrs)
+    recs, bad = read_folios(mem, lay, _folio_addrs(w))
     ctx = CheckContext(mem, lay, target, w, recs, bad)
     if target.mapping is None:
         ctx.notes.append("bare XArray: folio mapping/index/nrpages "
                          "checks off")
+    # One bulk pass that lets the folio, duplicate and stats code skip a
+    # clean tree of order-0 folios (the common big case).
+    folios.plain_order0(ctx)
     found: List[Finding] = []
     for _name, check in ALL_CHECKS:
         found.extend(check(ctx))
     found.sort(key=lambda f: (SEVERITY_RANK.get(f.severity, 9),
                               f.indices[0] if f.indices else -1, f.code))
     a = Analysis(target=target, release=lay.release, walk=w, folios=recs,
-                 findings=found, explanations=[], stats=_stats(w, recs),
+                 findings=found, explanations=[],
+                 stats=_stats(w, recs, ctx.hints),
                  notes=ctx.notes, layout=lay)
     a.explanations = explain(a)
     return a

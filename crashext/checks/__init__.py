@@ -7,7 +7,7 @@ Each check is ``check(ctx) -> Iterator[Finding]`` over a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ..folio import FolioRec
 from ..layout import Layout
@@ -22,9 +22,12 @@ class CheckContext:
     layout: Layout
     target: Target
     walk: Walk
-    folios: Dict[int, FolioRec]
+    folios: Mapping[int, FolioRec]     # a crashext.folio.FolioTable
     unreadable_folios: Dict[int, UnreadableMemory]
     notes: List[str] = field(default_factory=list)
+    #: Facts one check established for others (speed only; e.g. the folio
+    #: check's "plain_order0": every entry is a clean order-0 folio).
+    hints: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def page_cache(self) -> bool:

@@ -12,11 +12,22 @@ from typing import Dict, Iterator, List
 
 from ..findings import Finding
 from ..xarray import entry as E
-from ..xarray.walk import EntryRec
+from ..xarray.walk import EntryRec, entry_blocks
 from . import CheckContext
 
 
 def check(ctx: CheckContext) -> Iterator[Finding]:
+    if ctx.hints.get("plain_order0") is not None:
+        return      # folios and entries matched one to one: no duplicate
+    POINTER = E.POINTER
+    raws: List[int] = []
+    for node, block in entry_blocks(ctx.walk.entries):
+        if node is None:
+            raws.extend([e.raw for e in block if e.kind == POINTER])
+        elif block == POINTER:
+            raws.extend(node.slots)
+    if len(set(raws)) == len(raws):
+        return          # fast path: no pointer twice (the usual case)
     seen: Dict[int, List[EntryRec]] = {}
     dups = set()
     for e in ctx.walk.entries:

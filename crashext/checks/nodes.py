@@ -15,6 +15,7 @@ from typing import Iterator
 
 from ..findings import Finding
 from ..xarray import entry as E
+from ..xarray.walk import entry_blocks
 from . import CheckContext, ino_of_mapping
 
 
@@ -22,6 +23,9 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
     yield from ctx.walk.problems
     xa = ctx.walk.xarray
     chunk = ctx.layout.chunk_size
+    # Nodes the walk found uniform (all pointers / all values).
+    uniform = {node.addr: kind for node, kind in
+               entry_blocks(ctx.walk.entries) if node is not None}
     for n in ctx.walk.nodes:
         idx = (n.index,)
         if n.shift != n.eshift:
@@ -48,21 +52,19 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
                 extra["other_ino"] = other
             yield Finding("NODE_ARRAY", node=n.addr, indices=idx,
                           expected=xa, found=n.array, extra=extra)
-        count = 0
-        values = 0
-        canon_value = False
-        for s in n.slots:
-            if not s:
-                canon_value = False
-                continue
-            count += 1
-            if s & 1:
-                values += 1
-                canon_value = True
-            elif s & 3 == 2 and s <= 4096 and (s >> 2) < chunk - 1:
-                values += canon_value          # sibling of a value entry
-            else:
-                canon_value = False
+        slots = n.slots
+        kind = uniform.get(n.addr)
+        if kind == E.POINTER:       # every slot a pointer
+            count, values = len(slots), 0
+        elif kind == E.VALUE:       # every slot a value entry
+            count = values = len(slots)
+        else:
+            count = len(slots) - slots.count(0)
+            values = 0
+            # Only value entries (bit 0) and their siblings count in
+            # nr_values: a node without any odd slot has none.
+            if any(map(_ODD, slots)):
+                values = _values(slots, chunk)
         if count != n.count:
             yield Finding("NODE_COUNT", node=n.addr, indices=idx,
                           expected=count, found=n.count)
@@ -71,3 +73,25 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
                           expected=values, found=n.nr_values)
         if count == 0:
             yield Finding("NODE_EMPTY", node=n.addr, indices=idx)
+
+
+_ODD = (1).__and__
+
+
+def _values(slots, chunk: int) -> int:
+    """``nr_values`` as update_node() keeps it: slots holding a value entry
+    or a sibling of one."""
+    values = 0
+    canon_value = False
+    for s in slots:
+        if not s:
+            canon_value = False
+            continue
+        if s & 1:
+            values += 1
+            canon_value = True
+        elif s & 3 == 2 and s <= 4096 and (s >> 2) < chunk - 1:
+            values += canon_value          # sibling of a value entry
+        else:
+            canon_value = False
+    return values

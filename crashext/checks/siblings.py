@@ -14,7 +14,16 @@ from typing import Dict, Iterator, List, Tuple
 
 from ..findings import Finding
 from ..xarray import entry as E
+from ..xarray.walk import entry_blocks
 from . import CheckContext
+
+
+def _explicit(entries):
+    """The entries outside uniform node blocks (whose entries all have
+    nr_slots 1, which this check skips)."""
+    for node, block in entry_blocks(entries):
+        if node is None:
+            yield from block
 
 _TARGET_CODE = {
     E.EMPTY: "SIBLING_TO_NULL",
@@ -29,8 +38,12 @@ _TARGET_CODE = {
 def check(ctx: CheckContext) -> Iterator[Finding]:
     chunk = ctx.layout.chunk_size
     kind_of = E.kind_of
+    # Every value the test below takes for a sibling (4k+2 <= 4096).
+    sibs = frozenset(E.xa_mk_sibling(k) for k in range(min(chunk - 1, 1024)))
     for n in ctx.walk.nodes:
         slots = n.slots
+        if sibs.isdisjoint(slots):
+            continue            # fast path: no sibling entry in this node
         # (code, target slot) -> offending slots, one finding per group.
         bad: Dict[Tuple[str, int], List[int]] = {}
         for i in range(chunk):
@@ -57,8 +70,8 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
                           found="sibling(%d)" % k, shift=n.eshift,
                           extra={"target_slot": k,
                                  "target": slots[k] if k < chunk else None})
-    for e in ctx.walk.entries:
-        if e.node == 0 or e.nr_slots == 1:
+    for e in _explicit(ctx.walk.entries):
+        if e.nr_slots == 1 or e.node == 0:
             continue
         n = e.nr_slots
         if n & (n - 1):

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from bisect import bisect_right
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 from ..findings import Finding
 from ..layout import Layout
@@ -34,6 +37,12 @@ from . import entry as E
 #: Default bound on nodes walked in one tree (about 2^30 indices of order-0
 #: folios); beyond it the walk stops with WALK_TRUNCATED.
 MAX_NODES = 20_000_000
+
+#: Byte -> its low three bits: a node whose slots' low bytes all map to 0
+#: (and that has no empty slot) holds only aligned pointers (fast path).
+_LOW3 = bytes(b & 7 for b in range(256))
+#: Byte -> its low bit: all 1 (and no empty slot) = only value entries.
+_LOW1 = bytes(b & 1 for b in range(256))
 
 
 @dataclass
@@ -59,17 +68,41 @@ class NodeRec:
         return self.index + (slot << self.eshift)
 
 
-@dataclass
 class EntryRec:
-    """A canonical (non-sibling) entry that is not a node."""
+    """A canonical (non-sibling) entry that is not a node.
 
-    index: int            # first XArray index
-    raw: int              # the raw entry
-    kind: int             # crashext.xarray.entry kind
-    node: int             # node address; 0 when stored in xa_head
-    slot: int             # slot within node (-1 for xa_head)
-    shift: int            # the node's expected shift (0 for xa_head)
-    nr_slots: int = 1     # canonical slot + well-formed siblings after it
+    A plain class with ``__slots__`` (not a dataclass): a tree of order-0
+    folios has one record per page, and slots make each one cheap to
+    create and to read.  Same constructor, fields, equality and repr as
+    the dataclass it replaced.
+    """
+
+    __slots__ = ("index", "raw", "kind", "node", "slot", "shift", "nr_slots")
+
+    def __init__(self, index: int, raw: int, kind: int, node: int,
+                 slot: int, shift: int, nr_slots: int = 1) -> None:
+        self.index = index        # first XArray index
+        self.raw = raw            # the raw entry
+        self.kind = kind          # crashext.xarray.entry kind
+        self.node = node          # node address; 0 when stored in xa_head
+        self.slot = slot          # slot within node (-1 for xa_head)
+        self.shift = shift        # the node's expected shift (0 for xa_head)
+        self.nr_slots = nr_slots  # canonical slot + well-formed siblings
+
+    def _astuple(self) -> tuple:
+        return (self.index, self.raw, self.kind, self.node, self.slot,
+                self.shift, self.nr_slots)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self._astuple() == other._astuple()  # type: ignore[attr-defined]
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass
+
+    def __repr__(self) -> str:
+        return ("EntryRec(index=%r, raw=%r, kind=%r, node=%r, slot=%r, "
+                "shift=%r, nr_slots=%r)" % self._astuple())
 
     @property
     def tree_order(self) -> Optional[int]:
@@ -86,6 +119,153 @@ class EntryRec:
         return self.nr_slots << self.shift
 
 
+class EntryList(Sequence):
+    """The walk's entries (:class:`EntryRec`) in index order.
+
+    Behaves as a read-only list (``len``, iteration, ``[i]``, slices,
+    ``==`` with a list) plus ``append``/``sort`` for compatibility, but
+    stores compactly: a node whose 64 slots all hold 8-byte aligned
+    pointers (a leaf of order-0 folios) or all hold value entries is kept
+    as one *block* that refers to its :class:`NodeRec`; its records are
+    made when iterated.
+    The checks use :meth:`blocks` to handle such nodes in bulk.  Records
+    made from a block are new objects each time (equal, not identical).
+    """
+
+    __slots__ = ("_blocks", "_starts", "_len")
+
+    def __init__(self, items: Iterable[EntryRec] = ()) -> None:
+        # Each block: a list of EntryRec, or (NodeRec, kind) for a node
+        # whose every slot is a canonical entry of that kind.
+        self._blocks: List[Any] = []
+        self._starts: Optional[List[int]] = None
+        self._len = 0
+        items = list(items)
+        if items:
+            self._blocks.append(items)
+            self._len = len(items)
+
+    # building ---------------------------------------------------------
+    def append(self, e: EntryRec) -> None:
+        b = self._blocks
+        if not b or type(b[-1]) is not list:
+            b.append([])
+        b[-1].append(e)
+        self._len += 1
+        self._starts = None
+
+    def extend(self, items: Iterable[EntryRec]) -> None:
+        for e in items:
+            self.append(e)
+
+    def _add_list(self, items: List[EntryRec]) -> None:
+        if items:
+            b = self._blocks
+            if b and type(b[-1]) is list:
+                b[-1].extend(items)
+            else:
+                b.append(items)
+            self._len += len(items)
+            self._starts = None
+
+    def _add_node(self, node: NodeRec, kind: int) -> None:
+        self._blocks.append((node, kind))
+        self._len += len(node.slots)
+        self._starts = None
+
+    def sort(self, key=None, reverse: bool = False) -> None:
+        items = list(self)
+        items.sort(key=key, reverse=reverse)
+        self._blocks = [items] if items else []
+        self._starts = None
+
+    # reading ----------------------------------------------------------
+    def blocks(self) -> Iterator[Tuple[Optional[NodeRec], Any]]:
+        """``(node, kind)`` for a uniform node block (every slot of
+        ``node`` is a canonical ``kind`` entry, nr_slots 1, index
+        ``node.slot_index(slot)``; POINTER slots are all non-zero
+        multiples of 8), or ``(None, [EntryRec, ...])``; in index
+        order."""
+        for b in self._blocks:
+            if type(b) is list:
+                yield None, b
+            else:
+                yield b
+
+    @staticmethod
+    def node_entries(node: NodeRec, kind: int) -> List[EntryRec]:
+        """The records of a uniform node block."""
+        n = len(node.slots)
+        sh = node.eshift
+        return list(map(EntryRec,
+                        range(node.index, node.index + (n << sh), 1 << sh),
+                        node.slots, repeat(kind), repeat(node.addr),
+                        range(n), repeat(sh)))
+
+    def explicit(self) -> Iterator[EntryRec]:
+        """The records not in uniform node blocks (those all have
+        ``nr_slots == 1``)."""
+        for b in self._blocks:
+            if type(b) is list:
+                yield from b
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[EntryRec]:
+        for b in self._blocks:
+            if type(b) is list:
+                yield from b
+            else:
+                yield from self.node_entries(*b)
+
+    def _block_starts(self) -> List[int]:
+        if self._starts is None:
+            st, n = [], 0
+            for b in self._blocks:
+                st.append(n)
+                n += len(b) if type(b) is list else len(b[0].slots)
+            self._starts = st
+        return self._starts
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return list(self)[i]
+        n = self._len
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("entry index out of range")
+        st = self._block_starts()
+        k = bisect_right(st, i) - 1
+        b = self._blocks[k]
+        j = i - st[k]
+        if type(b) is list:
+            return b[j]
+        node, kind = b
+        return EntryRec(node.slot_index(j), node.slots[j], kind, node.addr,
+                        j, node.eshift)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (EntryList, list)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "EntryList(%d entries)" % self._len
+
+
+def entry_blocks(entries: Any) -> Iterator[Tuple[Optional[NodeRec], Any]]:
+    """:meth:`EntryList.blocks` of ``entries``; a plain list (a Walk built
+    by hand) is one block of records."""
+    blocks = getattr(entries, "blocks", None)
+    if blocks is not None:
+        return blocks()
+    return iter([(None, list(entries))])
+
+
 @dataclass
 class Walk:
     """Result of walking one XArray."""
@@ -94,7 +274,7 @@ class Walk:
     head: int = 0
     flags: int = 0
     nodes: List[NodeRec] = field(default_factory=list)
-    entries: List[EntryRec] = field(default_factory=list)
+    entries: EntryList = field(default_factory=EntryList)
     problems: List[Finding] = field(default_factory=list)
     truncated: bool = False
     reads: int = 0
@@ -193,12 +373,25 @@ def walk_xarray(mem: Memory, lay: Layout, xarray: int,
     nodes = w.nodes
     problems = w.problems
     limit_index = 1 << 64
+    slots_off = lay.node_slots
+    slots_end = slots_off + 8 * chunk
+    all_zero = bytes(chunk)
+    all_one = b"\x01" * chunk
+    add_list = entries._add_list
+    add_node = entries._add_node
+    POINTER, VALUE = E.POINTER, E.VALUE
 
-    # Stack of (node_addr, index, eshift, depth, holder, holder_slot).
+    # Stack of (node_addr, index, eshift, depth, holder, holder_slot), or
+    # (None, [EntryRec...]) for a node's entries that come after one of
+    # its children: popping in order emits entries in index order.
     # The root's expected shift is what it says, if sane.
-    stack = [(E.xa_to_node(head), 0, None, 0, 0, -1)]
+    stack: List[Any] = [(E.xa_to_node(head), 0, None, 0, 0, -1)]
     while stack:
-        addr, base, eshift, depth, holder, hslot = stack.pop()
+        item = stack.pop()
+        if item[0] is None:
+            add_list(item[1])
+            continue
+        addr, base, eshift, depth, holder, hslot = item
         if addr in seen:
             problems.append(Finding(
                 "NODE_CYCLE", node=holder or None,
@@ -208,7 +401,7 @@ def walk_xarray(mem: Memory, lay: Layout, xarray: int,
         if len(nodes) >= max_nodes:
             w.truncated = True
             problems.append(Finding("WALK_TRUNCATED", expected=max_nodes,
-                                    found=len(nodes) + 1 + len(stack)))
+                                    found=len(nodes) + 1 + _pending(stack)))
             break
         seen.add(addr)
         try:
@@ -237,53 +430,89 @@ def walk_xarray(mem: Memory, lay: Layout, xarray: int,
                       v[s_arr], slots, v[s_marks:s_marks + n_marks], base,
                       eshift, depth, holder, hslot)
         nodes.append(rec)
-        # Decode the slots; children are pushed in reverse so the walk
-        # stays in index order.
-        children = []
-        run = None      # EntryRec whose sibling run is open
-        run_slot = -1
-        for i in range(chunk):
-            ent = slots[i]
-            if not ent:
-                run = None
+        if 0 not in slots:
+            low = buf[slots_off:slots_end:8]
+            if type(low) is not bytes:
+                low = bytes(low)
+            if low.translate(_LOW3) == all_zero:
+                # Every slot an 8-byte aligned pointer (a leaf of order-0
+                # folios, or of order-`eshift` ones): no siblings, no
+                # children.
+                add_node(rec, POINTER)
                 continue
-            t = ent & 3
-            if t == 0:
-                run = EntryRec(base + (i << eshift), ent, E.POINTER, addr, i, eshift)
-                run_slot = i
-                entries.append(run)
+            if low.translate(_LOW1) == all_one:
+                add_node(rec, VALUE)        # every slot a value entry
                 continue
-            if t & 1:
-                run = EntryRec(base + (i << eshift), ent, E.VALUE, addr, i, eshift)
-                run_slot = i
-                entries.append(run)
-                continue
-            kk = kind_of(ent, chunk)
-            if kk == E.SIBLING:
-                if run is not None and (ent >> 2) == run_slot:
-                    run.nr_slots += 1
-                else:
-                    run = None
-                continue
-            run = None
-            idx = base + (i << eshift)
-            if kk == E.NODE:
-                if eshift == 0:
-                    # A node entry in a leaf: xas_descend() would never
-                    # follow it; it is corruption.  Record as an entry.
-                    entries.append(EntryRec(idx, ent, E.NODE, addr, i, eshift))
-                    continue
-                if idx >= limit_index:
-                    continue
-                children.append((E.xa_to_node(ent), idx, eshift - cshift,
-                                 depth + 1, addr, i))
-                continue
-            entries.append(EntryRec(idx, ent, kk, addr, i, eshift))
-        stack.extend(reversed(children))
-    # Entries of a node are recorded before its children's: restore index
-    # order (nearly sorted already, so this is cheap).
-    entries.sort(key=_index_key)
+        _decode_slots(slots, chunk, cshift, base, eshift, depth, addr,
+                      add_list, stack, limit_index, kind_of)
+    # Truncated: the entries of nodes already read still count.
+    while stack:
+        item = stack.pop()
+        if item[0] is None:
+            add_list(item[1])
     return w
+
+
+def _pending(stack: List[Any]) -> int:
+    """Nodes still waiting on the walk stack."""
+    return sum(1 for it in stack if it[0] is not None)
+
+
+def _decode_slots(slots, chunk, cshift, base, eshift, depth, addr,
+                  add_list, stack, limit_index, kind_of) -> None:
+    """Decode one node's slots: its entries go to ``add_list`` up to its
+    first child; children and the entries between and after them are
+    pushed on ``stack`` in reverse, so the walk emits every entry in index
+    order (a child's indices lie between its neighbour slots')."""
+    pending: List[Any] = []     # in slot order: child tuples / entry lists
+    cur: List[EntryRec] = []
+    run = None      # EntryRec whose sibling run is open
+    run_slot = -1
+    for i in range(chunk):
+        ent = slots[i]
+        if not ent:
+            run = None
+            continue
+        t = ent & 3
+        if t == 0:
+            run = EntryRec(base + (i << eshift), ent, E.POINTER, addr, i, eshift)
+            run_slot = i
+            cur.append(run)
+            continue
+        if t & 1:
+            run = EntryRec(base + (i << eshift), ent, E.VALUE, addr, i, eshift)
+            run_slot = i
+            cur.append(run)
+            continue
+        kk = kind_of(ent, chunk)
+        if kk == E.SIBLING:
+            if run is not None and (ent >> 2) == run_slot:
+                run.nr_slots += 1
+            else:
+                run = None
+            continue
+        run = None
+        idx = base + (i << eshift)
+        if kk == E.NODE:
+            if eshift == 0:
+                # A node entry in a leaf: xas_descend() would never
+                # follow it; it is corruption.  Record as an entry.
+                cur.append(EntryRec(idx, ent, E.NODE, addr, i, eshift))
+                continue
+            if idx >= limit_index:
+                continue
+            if cur:
+                pending.append((None, cur))
+                cur = []
+            pending.append((E.xa_to_node(ent), idx, eshift - cshift,
+                            depth + 1, addr, i))
+            continue
+        cur.append(EntryRec(idx, ent, kk, addr, i, eshift))
+    if cur:
+        pending.append((None, cur))
+    if pending and pending[0][0] is None:
+        add_list(pending.pop(0)[1])     # entries before any child: now
+    stack.extend(reversed(pending))
 
 
 def _index_key(e: EntryRec) -> int:
