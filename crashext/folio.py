@@ -187,16 +187,22 @@ class FolioTable(Mapping):
         self._head_bit = 1 << lay.pg_head if self._unpack else 0
 
     # building ---------------------------------------------------------
-    def _add_run(self, run: List[int], start: int, buf: bytes) -> None:
+    def _reserve(self, size: int) -> None:
+        """Size the byte store for every run at once (no regrowth)."""
+        if self._unpack is not None:
+            self._blob = bytearray(size)
+
+    def _add_run(self, run: List[int], start: int, buf: bytes,
+                 pos: int) -> None:
         """Folios ``run`` (sorted, above any added before) at ``buf``, read
-        from ``start``."""
+        from ``start``; ``buf`` goes to ``pos`` in the byte store."""
         if self._unpack is None:
             for a in run:
                 self._recs[a] = decode_folio(self._lay, a, buf, a - start)
             return
         self._addrs.extend(run)
-        self._offs.extend(map((len(self._blob) - start).__add__, run))
-        self._blob += buf
+        self._offs.extend(map((pos - start).__add__, run))
+        self._blob[pos:pos + len(buf)] = buf
 
     def _map(self) -> Dict[int, Any]:
         """address -> blob offset (int) or FolioRec, in address order."""
@@ -325,19 +331,25 @@ def read_folios(mem: Memory, lay: Layout, addrs: Iterable[int]
     todo = sorted(addrs)
     if any(map(eq, islice(todo, 1, None), todo)):
         todo = sorted(set(todo))    # duplicates (rare): drop them
-    for i, j in _runs(todo, size):
+    runs = list(_runs(todo, size))
+    recs._reserve(sum(todo[j - 1] + size - todo[i] for i, j in runs))
+    pos = 0
+    for i, j in runs:
         start = todo[i]
         run = todo[i:j]
+        length = run[-1] + size - start
         try:
-            buf = mem.read(start, run[-1] + size - start)
+            buf = mem.read(start, length)
         except UnreadableMemory:
             buf = None
         if buf is not None:
-            recs._add_run(run, start, buf)
-            continue
-        for a in run:
-            try:
-                recs._add_run([a], a, mem.read(a, size))
-            except UnreadableMemory as e:
-                bad[a] = e
+            recs._add_run(run, start, buf, pos)
+        else:
+            for a in run:
+                try:
+                    recs._add_run([a], a, mem.read(a, size),
+                                  pos + a - start)
+                except UnreadableMemory as e:
+                    bad[a] = e
+        pos += length
     return recs, bad
