@@ -1137,10 +1137,19 @@ class Tally:
     #: (a loaded machine), and the time of their first run.
     rerun_ok: int = 0
     rerun_max: float = 0.0
+    times: List[float] = field(default_factory=list)
+
+    def percentile(self, q: float) -> float:
+        """The ``q`` quantile (0..1) of the per-input times."""
+        if not self.times:
+            return 0.0
+        t = sorted(self.times)
+        return t[min(len(t) - 1, int(q * len(t)))]
 
     def add(self, outcome: str, secs: float, err: Optional[str],
             inp: Any = None, bound: float = 2.0) -> None:
         self.n += 1
+        self.times.append(secs)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if secs > self.max_s:
             self.max_s, self.max_input = secs, inp
