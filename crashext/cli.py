@@ -69,22 +69,31 @@ class _ClickReporter(frontdoor.Reporter):
         _fail(msg)
 
 
-def _run(command: str, vmcore, vmlinux, snapshot, targets, fmt,
-         png: Optional[str] = None, debug: bool = False, **opts) -> int:
-    """Analyse every target; print; return the exit code."""
+def _guarded(debug: bool, body: Callable[[], int]) -> int:
+    """Run ``body``; a CrashextError or any other error becomes one
+    ``crashext: error:`` line and EXIT_FAILED (a traceback only with
+    --debug)."""
     try:
-        mem = open_memory(vmcore, vmlinux, snapshot)
-        return frontdoor.analyze_targets(mem, command, _targets(mem, targets),
-                                         fmt, _ClickReporter(), png, **opts)
+        return body()
     except CrashextError as e:
         _fail(str(e))
-        return EXIT_FAILED
     except Exception as e:             # never a traceback for a user
         if debug:
             raise
         _fail("internal error: %s: %s (rerun with --debug)"
               % (type(e).__name__, e))
-        return EXIT_FAILED
+    return EXIT_FAILED
+
+
+def _run(command: str, vmcore, vmlinux, snapshot, targets, fmt,
+         png: Optional[str] = None, debug: bool = False, **opts) -> int:
+    """Analyse every target; print; return the exit code."""
+
+    def body() -> int:
+        mem = open_memory(vmcore, vmlinux, snapshot)
+        return frontdoor.analyze_targets(mem, command, _targets(mem, targets),
+                                         fmt, _ClickReporter(), png, **opts)
+    return _guarded(debug, body)
 
 
 def source_options(f: Callable) -> Callable:
@@ -162,19 +171,9 @@ def dump(vmcore, vmlinux, snapshot, debug, fmt, flat, targets):
 @click.argument("targets", nargs=-1, required=True)
 def capture(vmcore, vmlinux, snapshot, debug, output, note, targets):
     """Save what the analysis of TARGET(s) read, for analysis anywhere."""
-    try:
-        mem = open_memory(vmcore, vmlinux, snapshot)
-        status = frontdoor.capture(mem, targets, output, note,
-                                   _ClickReporter())
-    except CrashextError as e:
-        _fail(str(e))
-        sys.exit(EXIT_FAILED)
-    except Exception as e:
-        if debug:
-            raise
-        _fail("internal error: %s: %s" % (type(e).__name__, e))
-        sys.exit(EXIT_FAILED)
-    sys.exit(status)
+    sys.exit(_guarded(debug, lambda: frontdoor.capture(
+        open_memory(vmcore, vmlinux, snapshot), targets, output, note,
+        _ClickReporter())))
 
 
 @main.command()
@@ -246,7 +245,8 @@ def _progress_bar():
 def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, fs_types,
          slab):
     """Check every page cache of a dump, worst first."""
-    try:
+
+    def body() -> int:
         mem = open_memory(vmcore, vmlinux, snapshot)
         status = frontdoor.scan(mem, _ClickReporter(), fmt, include_clean,
                                 fs_types, progress=_progress_bar())
@@ -267,16 +267,8 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, fs_types,
                         f.code, f.node or 0, f.meaning))
             if rep.findings and status == EXIT_CLEAN:
                 status = EXIT_FINDINGS
-    except CrashextError as e:
-        _fail(str(e))
-        sys.exit(EXIT_FAILED)
-    except Exception as e:
-        if debug:
-            raise
-        _fail("internal error: %s: %s (rerun with --debug)"
-              % (type(e).__name__, e))
-        sys.exit(EXIT_FAILED)
-    sys.exit(status)
+        return status
+    sys.exit(_guarded(debug, body))
 
 
 @main.command()
@@ -291,8 +283,9 @@ def folio(vmcore, vmlinux, snapshot, debug, via, addresses):
     """Every slot of every tree that holds a folio (reverse lookup)."""
     from .targets import parse_address
     from .triage.reverse import find_folio
-    status = EXIT_CLEAN
-    try:
+
+    def body() -> int:
+        status = EXIT_CLEAN
         mem = open_memory(vmcore, vmlinux, snapshot)
         for a in addresses:
             addr = parse_address(a)
@@ -306,15 +299,8 @@ def folio(vmcore, vmlinux, snapshot, debug, via, addresses):
                               h.fs_type or ""))
             if len(hits) > 1:
                 status = EXIT_FINDINGS
-    except CrashextError as e:
-        _fail(str(e))
-        sys.exit(EXIT_FAILED)
-    except Exception as e:
-        if debug:
-            raise
-        _fail("internal error: %s: %s" % (type(e).__name__, e))
-        sys.exit(EXIT_FAILED)
-    sys.exit(status)
+        return status
+    sys.exit(_guarded(debug, body))
 
 
 @main.command()

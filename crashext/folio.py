@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .layout import Layout
+from .record import SlotsRecord
 from .memory import Memory, UnreadableMemory
 
 #: Largest single read when coalescing struct pages (bytes).
@@ -35,7 +36,7 @@ MAX_RUN = 256 * 1024
 MAX_GAP = 1024
 
 
-class FolioRec:
+class FolioRec(SlotsRecord):
     """The fields of one folio that the checks use.
 
     A plain class with ``__slots__`` (not a dataclass): a tree of order-0
@@ -55,21 +56,6 @@ class FolioRec:
         self.refcount = refcount
         self.order = order
         self.compound_head = compound_head
-
-    def _astuple(self) -> tuple:
-        return (self.addr, self.flags, self.mapping, self.index,
-                self.refcount, self.order, self.compound_head)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return self._astuple() == other._astuple()  # type: ignore[attr-defined]
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass
-
-    def __repr__(self) -> str:
-        return ("FolioRec(addr=%r, flags=%r, mapping=%r, index=%r, "
-                "refcount=%r, order=%r, compound_head=%r)" % self._astuple())
 
     @property
     def is_tail(self) -> bool:

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 from ..findings import Finding
 from ..layout import Layout
+from ..record import SlotsRecord
 from ..memory import LayoutError, Memory, UnreadableMemory
 from . import entry as E
 
@@ -68,7 +69,7 @@ class NodeRec:
         return self.index + (slot << self.eshift)
 
 
-class EntryRec:
+class EntryRec(SlotsRecord):
     """A canonical (non-sibling) entry that is not a node.
 
     A plain class with ``__slots__`` (not a dataclass): a tree of order-0
@@ -88,21 +89,6 @@ class EntryRec:
         self.slot = slot          # slot within node (-1 for xa_head)
         self.shift = shift        # the node's expected shift (0 for xa_head)
         self.nr_slots = nr_slots  # canonical slot + well-formed siblings
-
-    def _astuple(self) -> tuple:
-        return (self.index, self.raw, self.kind, self.node, self.slot,
-                self.shift, self.nr_slots)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is self.__class__:
-            return self._astuple() == other._astuple()  # type: ignore[attr-defined]
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass
-
-    def __repr__(self) -> str:
-        return ("EntryRec(index=%r, raw=%r, kind=%r, node=%r, slot=%r, "
-                "shift=%r, nr_slots=%r)" % self._astuple())
 
     @property
     def tree_order(self) -> Optional[int]:
