@@ -113,12 +113,49 @@ def fs_type_of(mem: Memory, lay: Layout, inode: int) -> Optional[str]:
     return raw.decode("ascii", "replace") if raw.isascii() else None
 
 
+class _Probe(Memory):
+    """Delegates to a Memory and remembers the reads that failed, so a
+    target that cannot be identified says whether memory was missing
+    (excluded pages, a truncated dump) rather than only "not an inode"."""
+
+    def __init__(self, inner: Memory) -> None:
+        self.inner = inner
+        self.failed: list = []
+
+    def read(self, addr: int, size: int) -> bytes:
+        try:
+            return self.inner.read(addr, size)
+        except UnreadableMemory as e:
+            self.failed.append(e)
+            raise
+
+    def member_offset(self, struct: str, member: str) -> Optional[int]:
+        return self.inner.member_offset(struct, member)
+
+    def __getattr__(self, name: str) -> Any:     # resolve_path, ...
+        return getattr(self.inner, name)
+
+
 def resolve_target(mem: Memory, lay: Layout, spec: str) -> Target:
     """Resolve ``spec`` (``[KIND:]ADDRESS`` or ``/path``) to a Target.
 
     Raises :class:`CrashextError` with a one-line reason when the address
-    cannot be read or is not of the kind requested.
+    cannot be read or is not of the kind requested; when reads failed on
+    the way, the reason names the first of them.
     """
+    probe = _Probe(mem)
+    try:
+        return _resolve(probe, lay, spec)
+    except CrashextError as e:
+        if probe.failed and "cannot read" not in str(e):
+            f = probe.failed[0]
+            raise CrashextError("%s (while checking, memory at 0x%x was "
+                                "unreadable: %s)" % (e, f.addr,
+                                                     f.reason or "fault"))
+        raise
+
+
+def _resolve(mem: Memory, lay: Layout, spec: str) -> Target:
     spec = spec.strip()
     if spec.startswith("/"):
         resolver = getattr(mem, "resolve_path", None)
