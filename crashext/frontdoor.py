@@ -187,6 +187,10 @@ def analyze_targets(mem: Memory, command: str, specs: Sequence[str],
     the others are still analysed and printed.  Errors outside a target
     (the picture) raise :class:`CrashextError` to the caller."""
     from .analyze import analyze
+    if png:
+        # Before any output: no table followed by an error (exit 2).
+        from .render.png import need_pillow
+        need_pillow()
     status = EXIT_CLEAN
     analyses = []
     for spec in specs:
@@ -203,7 +207,9 @@ def analyze_targets(mem: Memory, command: str, specs: Sequence[str],
         rep.echo(render(fmt, analyses, command, **opts))
     if png and analyses:
         from .render.png import render_png
-        render_png(analyses[0], png)
+        # The first target with findings (the picture is of broken nodes).
+        render_png(next((a for a in analyses if a.findings), analyses[0]),
+                   png)
         rep.info("picture written to %s" % png)
     return status
 

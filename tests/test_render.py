@@ -388,6 +388,26 @@ def test_png_without_pillow(monkeypatch, tmp_path):
         png.render_png(a, str(tmp_path / "x.png"))
 
 
+def test_cli_png_without_pillow_fails_before_output(monkeypatch, tmp_path):
+    """No Pillow: one error line and exit 2, not a summary then an error."""
+    from click.testing import CliRunner
+    from crashext.cli import main
+    for mod in list(sys.modules):
+        if mod == "PIL" or mod.startswith("PIL."):
+            monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    snap = os.path.join(os.path.dirname(HERE), "sample_dumps",
+                        "seed-6.1.snap")
+    out = tmp_path / "seed.png"
+    r = CliRunner().invoke(main, ["chat", "--snapshot", snap,
+                                  "--png", str(out)])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Pillow is not installed" in lines[0], \
+        r.output
+    assert not out.exists()
+
+
 # Layering ------------------------------------------------------------------
 def test_engine_does_not_import_renderers():
     root = os.path.join(os.path.dirname(HERE), "crashext")

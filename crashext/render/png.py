@@ -57,7 +57,8 @@ CAPTION_INK: RGB = (255, 255, 255)
 COLS = 8
 
 
-def _need_pillow():
+def need_pillow():
+    """Pillow's modules, or :class:`CrashextError` saying how to get it."""
     try:
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:
@@ -266,7 +267,7 @@ def render_png(a: Any, path: str, width: int = 1080, max_nodes: int = 3,
     annotate further: ``{"path", "size", "panels": [{"node", "cells"
     (64 boxes x0,y0,x1,y1), "fills" (64 RGB)}], "caption" (box),
     "caption_fill"}``."""
-    Image, ImageDraw, ImageFont = _need_pillow()
+    Image, ImageDraw, ImageFont = need_pillow()
     from .chat import verdict_line
 
     sc = width / 1080.0
