@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional
 
 from .layout import Layout
 from .memory import CrashextError, Memory, UnreadableMemory
+from .vfs import lookup_path
 
 KINDS = ("inode", "mapping", "xarray", "file", "folio", "path")
 ALIASES = {"as": "mapping", "address_space": "mapping", "page": "folio",
@@ -132,6 +133,15 @@ class _Probe(Memory):
     def member_offset(self, struct: str, member: str) -> Optional[int]:
         return self.inner.member_offset(struct, member)
 
+    def member_size(self, struct: str, member: str) -> Optional[int]:
+        return self.inner.member_size(struct, member)
+
+    def struct_size(self, struct: str) -> Optional[int]:
+        return self.inner.struct_size(struct)
+
+    def symbol(self, name: str) -> Optional[int]:
+        return self.inner.symbol(name)
+
     def __getattr__(self, name: str) -> Any:     # resolve_path, ...
         return getattr(self.inner, name)
 
@@ -158,11 +168,10 @@ def resolve_target(mem: Memory, lay: Layout, spec: str) -> Target:
 def _resolve(mem: Memory, lay: Layout, spec: str) -> Target:
     spec = spec.strip()
     if spec.startswith("/"):
+        # The backend's resolver when it has one (drgn's path_lookup),
+        # else the engine's dcache walk (crash/PyKdump, any Memory).
         resolver = getattr(mem, "resolve_path", None)
-        if resolver is None:
-            raise CrashextError("this backend cannot resolve paths; give "
-                                "an inode or address_space address")
-        inode = resolver(spec)
+        inode = resolver(spec) if resolver else lookup_path(mem, spec)
         t = resolve_target(mem, lay, "inode:0x%x" % inode)
         t.kind, t.label = "path", spec
         return t

@@ -92,8 +92,12 @@ class RecordingMemory(Memory):
     def resolve_path(self, path: str) -> int:
         resolver = getattr(self.inner, "resolve_path", None)
         if resolver is None:
-            raise CrashextError("this backend cannot resolve paths")
-        v = resolver(path)
+            # No backend resolver (PyKdump): the engine's dcache walk,
+            # through this recorder, so its reads land in the snapshot.
+            from ..vfs import lookup_path
+            v = lookup_path(self, path)
+        else:
+            v = resolver(path)
         self.answers["resolve_path"][path] = v
         return v
 
