@@ -157,6 +157,9 @@ def resolve_target(mem: Memory, lay: Layout, spec: str) -> Target:
     try:
         return _resolve(probe, lay, spec)
     except CrashextError as e:
+        if probe.failed and str(e) == "cannot read memory at 0x%x" \
+                % probe.failed[0].addr and probe.failed[0].reason:
+            raise CrashextError("%s: %s" % (e, probe.failed[0].reason))
         if probe.failed and "cannot read" not in str(e):
             f = probe.failed[0]
             raise CrashextError("%s (while checking, memory at 0x%x was "

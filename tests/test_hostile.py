@@ -164,15 +164,35 @@ def check_unreadable_accounting(cut, ref) -> None:
 @pytest.mark.lab
 @pytest.mark.parametrize("family", ["6.1", "6.12"])
 def test_truncated_elf_accounts_for_every_structure(family):
-    """The first 300 MB of the ELF dump: every file either analyses with
-    only NODE_UNREADABLE/FOLIO_UNREADABLE findings that account for every
-    structure of the full dump, or fails with a one-line error."""
+    """The first 300 MB of the ELF dump (or up to just past the lowest
+    test inode, where KASLR put every inode higher): every file either
+    analyses with only NODE_UNREADABLE/FOLIO_UNREADABLE findings that
+    account for every structure of the full dump, or fails with a
+    one-line error."""
     pytest.importorskip("drgn")
     from crashext.analyze import analyze
     from crashext.backends.drgn import DrgnMemory
     vmlinux = _vmlinux(family)
-    cut = cut_copy(_dump(family, "elf"), "%s-elf-cut300M" % family,
-                   300 << 20)
+    core = _dump(family, "elf")
+    _m, full = open_lab(family)
+    inodes = [o for o in elf_offsets(full, core, [
+        int(f["inode"], 16) for f in lab_manifest(family)["files"]])
+        if o is not None]
+    # The kernel image (page tables, page_offset_base, ...) must survive
+    # the cut for any translation to work: KASLR may load it high.
+    image_end, = elf_offsets(full, core, [full.prog.symbol("_end").address])
+    size = max(300 << 20, min(inodes) + 8192, (image_end or 0) + 4096)
+    size = (size + 4095) & ~4095
+    if size > 300 << 20:
+        # The plain 300 MB cut loses the kernel image or every inode:
+        # each file is then one error line that says why.
+        cut0 = cut_copy(core, "%s-elf-cut300M" % family, 300 << 20)
+        f = lab_manifest(family)["files"][0]
+        code, _out, err = cli("check", "-c", cut0, "-k", vmlinux,
+                              f["inode"])
+        assert_one_error_line(code, err, contains=(f["inode"],
+                                                   "truncated dump?"))
+    cut = cut_copy(core, "%s-elf-cut%d" % (family, size), size)
     mem = DrgnMemory.open(cut, vmlinux)
     m = lab_manifest(family)
     analysed = 0
@@ -273,13 +293,15 @@ def test_truncated_elf_cli_names_unreadable_node(family):
     core = _dump(family, "elf")
     _m, full = open_lab(family)
     best = None
+    # Translation needs the kernel image (KASLR may load it high).
+    image_end, = elf_offsets(full, core, [full.prog.symbol("_end").address])
     for f in lab_manifest(family)["files"]:
         ref = clean_walk(family, f["inode"])
         ino, = elf_offsets(full, core, [int(f["inode"], 16)])
         nodes = elf_offsets(full, core, [n.addr for n in ref.walk.nodes])
         if ino is None or None in nodes:
             continue
-        cut = (ino + 4096) & ~4095
+        cut = (max(ino, image_end or 0) + 4096) & ~4095
         if max(nodes) >= cut and (best is None or cut < best[0]):
             best = (cut, f)
     if best is None:

@@ -4,7 +4,9 @@
 The lab directory is ``$CRASHEXT_LAB``, else ``$LAB``, else
 ``/var/cache/crashext-lab``; a run of a kernel family is reached through the
 family link (``<lab>/6.1``, ``<lab>/6.12``, ``<lab>/6.12-kaslr``, ...) or by
-its release directory name.  Nothing here needs drgn; every helper returns
+its release directory name.  "6.1"/"6.12" fall back to the family's
+KASLR run when there is no plain one, and prefer it when
+``$CRASHEXT_LAB_KASLR=1`` (run the suite on KASLR dumps).  Nothing here needs drgn; every helper returns
 ``None`` rather than raising when a run, dump or file is absent, so tests can
 skip cleanly.
 
@@ -37,6 +39,10 @@ def run_dir(family: str) -> Optional[Path]:
     """Directory of the latest run of ``family`` ("6.1", "6.12",
     "6.12-kaslr", or an exact release directory name), resolved through the
     family symlink; None when absent."""
+    if "-" not in family and os.environ.get("CRASHEXT_LAB_KASLR") == "1":
+        k = run_dir(family + "-kaslr")          # KASLR runs preferred
+        if k is not None and (k / "manifest.json").is_file():
+            return k
     d = lab_dir() / family
     if d.is_dir() and (d / "manifest.json").is_file():
         return d.resolve()
@@ -48,6 +54,10 @@ def run_dir(family: str) -> Optional[Path]:
         for c in cands:
             if (c / "manifest.json").is_file():
                 return c.resolve()
+        # Only a KASLR run of the family (CI boots 6.12 with --kaslr).
+        k = lab_dir() / (family + "-kaslr")
+        if (k / "manifest.json").is_file():
+            return k.resolve()
     return d.resolve() if d.is_dir() else None
 
 
