@@ -433,10 +433,6 @@ def lookup_path(mem: Memory, path: str) -> int:
             mnt, dentry = _dotdot(v, mnt, dentry, root_mnt, root_dentry)
             done.append(comp)
             continue
-        sofar = "/" + _decode(b"/".join(done + [comp]))
-        # "PATH: COMPONENT ..." only when the failing prefix is not PATH.
-        what = sofar if sofar == path.rstrip("/") else "%s: %s" % (path,
-                                                                   sofar)
         found = None
         negative = False
         for child in v.children(dentry):
@@ -446,16 +442,18 @@ def lookup_path(mem: Memory, path: str) -> int:
                     break
                 negative = True
         if found is None:
+            # Messages name the component and its directory, not the whole
+            # path: front ends print "PATH: message".
             here = v.dentry(dentry)
+            where = "/" + _decode(b"/".join(done)) if done else "/"
+            what = "%r in %s" % (_decode(comp), where)
             if here.inode:
                 mode = v.mode(here.inode) & S_IFMT
-                where = "/" + _decode(b"/".join(done)) if done else "/"
                 if mode == S_IFLNK:
-                    raise CrashextError("%s: %s is a symlink (symlinks are "
-                                        "not followed)" % (path, where))
+                    raise CrashextError("%s is a symlink (symlinks are not "
+                                        "followed)" % where)
                 if mode != S_IFDIR:
-                    raise CrashextError("%s: %s is not a directory"
-                                        % (path, where))
+                    raise CrashextError("%s is not a directory" % where)
             if negative:
                 raise CrashextError("%s does not exist (negative dentry in "
                                     "the dcache)" % what)
@@ -465,7 +463,7 @@ def lookup_path(mem: Memory, path: str) -> int:
         mnt, dentry = v.follow_mounts(mnt, found.addr)
     inode = v.dentry(dentry).inode
     if not inode:
-        raise CrashextError("%s: negative dentry 0x%x" % (path, dentry))
+        raise CrashextError("%s is a negative dentry (0x%x)" % (path, dentry))
     return inode
 
 

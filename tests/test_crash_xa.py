@@ -266,7 +266,7 @@ BAD_LINES = [
     ("xa check zzzz", "not an address: 'zzzz'"),
     ("xa check 0xdead000000000000", "cannot read memory at 0xdead000000000000"),
     ("xa check 0", "address out of range"),
-    ("xa check /mnt/xfs/nope", "/mnt/xfs/nope is not in the dcache"),
+    ("xa check /mnt/xfs/nope", "'nope' in /mnt/xfs is not in the dcache"),
     ("xa check", "no TARGET given"),
     ("xa check -f bogus ffff8880", "invalid choice: 'bogus'"),
     ("xa check --nope ffff8880", "unrecognized arguments: --nope"),

@@ -123,15 +123,14 @@ def test_missing_and_not_a_directory(lab):
     p = Plain(mem)
     with pytest.raises(CrashextError) as e:
         vfs.lookup_path(p, "/mnt/xfs/no-such-file")
-    assert str(e.value) == ("/mnt/xfs/no-such-file is not in the dcache (no "
-                            "such file, or not looked up recently)")
+    assert str(e.value) == ("'no-such-file' in /mnt/xfs is not in the "
+                            "dcache (no such file, or not looked up recently)")
     with pytest.raises(CrashextError) as e:
         vfs.lookup_path(p, "/mnt/nope/deeper")
-    assert str(e.value).startswith("/mnt/nope/deeper: /mnt/nope is not in "
-                                   "the dcache")
+    assert str(e.value).startswith("'nope' in /mnt is not in the dcache")
     with pytest.raises(CrashextError) as e:
         vfs.lookup_path(p, "/mnt/xfs/big200/x")
-    assert str(e.value) == "/mnt/xfs/big200/x: /mnt/xfs/big200 is not a directory"
+    assert str(e.value) == "/mnt/xfs/big200 is not a directory"
 
 
 def test_missing_debug_info_is_one_line(lab):
@@ -303,3 +302,24 @@ def test_d_parent_loop_in_inode_path(lab):
     pm = PatchedMemory(mem).patch_u64(xfs_root + po, d)
     with pytest.raises(CrashextError, match="loops or is deeper"):
         vfs.inode_path(Plain(pm), int(f["inode"], 16))
+
+
+def test_xa_check_path_inside_crash(standin):
+    """``xa check /mnt/xfs/big200`` at the (stand-in) crash prompt prints
+    what ``crashext check --vmcore`` (drgn's resolver) prints."""
+    import crash as crash_mod
+    from tests.test_crash_xa import Dump, PROGS, REGISTER, _extra_path, cli, xa
+    m = standin
+    elf = [d for d in m["dumps"] if d["name"] == "elf"][0]["path"]
+    crash_mod.standin_reset(pykdumppath=[str(PROGS)])
+    crash_mod.standin_epython(str(REGISTER), "--path",
+                              os.pathsep.join(_extra_path()))
+    d = Dump("vfs", m["vmlinux"], elf, [], 0)
+    for line in ("check /mnt/xfs/big200", "check -f json /mnt/thp/thp16"):
+        text, status = xa(crash_mod, "xa " + line)
+        out, _err, code = cli(d, *line.split())
+        assert (text, status) == (out, code) == (out, 0)
+    text, status = xa(crash_mod, "xa check /mnt/xfs/nope")
+    assert status == 2
+    assert text == ("xa: error: /mnt/xfs/nope: 'nope' in /mnt/xfs is not in "
+                    "the dcache (no such file, or not looked up recently)\n")
