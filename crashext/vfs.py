@@ -26,7 +26,6 @@ always is).  Symlinks are not followed.
 
 from __future__ import annotations
 
-import weakref
 from typing import Dict, List, Optional, Tuple
 
 from .memory import CrashextError, Memory, UnreadableMemory
@@ -135,7 +134,11 @@ class _Vfs:
         # "struct dentry: make ->d_u anonymous", so try d_alias first).
         alias = self.mem.member_offset(D, "d_alias")
         if alias is None:
-            alias = self._need(D, "d_u.d_alias")
+            alias = self.mem.member_offset(D, "d_u.d_alias")
+        if alias is None:
+            # A debugger without dotted member paths: d_alias is a member
+            # of the union d_u, so it sits at d_u's offset.
+            alias = self._need(D, "d_u")
         self.d_alias = alias
         self.i_dentry = self._need("struct inode", "i_dentry")
         self.i_mode = self._need("struct inode", "i_mode")
@@ -380,21 +383,17 @@ class _Vfs:
         return r
 
 
-_cache: "weakref.WeakKeyDictionary[Memory, _Vfs]" = weakref.WeakKeyDictionary()
-
-
 def _vfs(mem: Memory) -> _Vfs:
-    """The :class:`_Vfs` of ``mem``, made once per Memory object."""
-    try:
-        v = _cache.get(mem)
-    except TypeError:                 # not weak-referenceable: no cache
-        return _Vfs(mem)
+    """The :class:`_Vfs` of ``mem``, made once per Memory object and kept
+    in its ``__dict__`` (not ``getattr``: wrappers such as a patched
+    memory delegate unknown attributes to the memory they wrap, whose
+    cache would bypass them)."""
+    d = getattr(mem, "__dict__", None)
+    v = d.get("_crashext_vfs") if d is not None else None
     if v is None:
         v = _Vfs(mem)
-        try:
-            _cache[mem] = v
-        except TypeError:
-            pass
+        if d is not None:
+            d["_crashext_vfs"] = v
     return v
 
 

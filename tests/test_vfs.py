@@ -323,3 +323,15 @@ def test_xa_check_path_inside_crash(standin):
     assert status == 2
     assert text == ("xa: error: /mnt/xfs/nope: 'nope' in /mnt/xfs is not in "
                     "the dcache (no such file, or not looked up recently)\n")
+
+
+def test_without_dotted_members(lab):
+    """A debugger that sees neither dotted member paths nor members of
+    anonymous unions (qstr.len): d_u's offset and hash_len's high half."""
+    m, mem = lab
+    p = Plain(mem, hide=[("struct dentry", "d_u.d_alias"),
+                         ("struct qstr", "len")])
+    for f in m["files"]:
+        inode = vfs.lookup_path(p, f["path"])
+        assert inode == int(f["inode"], 16)
+        assert vfs.inode_path(p, inode) == f["path"]
