@@ -20,7 +20,7 @@ from .explain import Explanation, explain
 from .findings import ERROR, SEVERITY_RANK, Finding
 from .folio import FolioRec, read_folios
 from .layout import Layout
-from .memory import Memory
+from .memory import KERNEL_MIN, Memory
 from .targets import Target, resolve_target
 from .xarray import entry as E
 from .xarray.walk import MAX_NODES, EntryList, Walk, entry_blocks, walk_xarray
@@ -145,15 +145,13 @@ def _stats(w: Walk, recs: Mapping[int, FolioRec],
 
 
 _ODD = (1).__and__
-#: Lowest address :func:`crashext.xarray.entry.is_kernel_pointer` accepts.
-_KERNEL_MIN = 0xFF00000000000000
 
 
 def _folio_addrs(w: Walk) -> List[int]:
     """Pointer entries that are plausible kernel pointers
     (:func:`E.is_kernel_pointer`), in entry order."""
     POINTER = E.POINTER
-    kmin = _KERNEL_MIN
+    kmin = KERNEL_MIN
     addrs: List[int] = []
     for node, block in entry_blocks(w.entries):
         if node is not None:

@@ -39,6 +39,13 @@ class LayoutError(CrashextError):
     or missing vmlinux, unsupported kernel)."""
 
 
+#: Lowest kernel virtual address on 64-bit kernels (x86-64 5-level paging
+#: starts at 0xff00000000000000, 4-level at 0xffff800000000000; arm64's
+#: kernel half starts higher still).  Backends refuse reads below it: the
+#: engine only ever means kernel virtual addresses.
+KERNEL_MIN = 0xFF00000000000000
+
+
 class Memory:
     """Abstract memory + debug-info access.  Subclasses override every method.
 
@@ -82,3 +89,47 @@ class Memory:
     # Convenience -----------------------------------------------------
     def read_u64(self, addr: int) -> int:
         return int.from_bytes(self.read(addr, 8), "little")
+
+
+class MemoryView(Memory):
+    """A :class:`Memory` that forwards everything to ``base``; subclasses
+    override :meth:`read` (patched, excluded or recorded bytes) and keep
+    the debug info.  Attributes the interface does not name
+    (``resolve_path``, drgn's ``prog``) are forwarded too.
+
+    >>> class Holes(MemoryView):                     # doctest: +SKIP
+    ...     def read(self, addr, size):
+    ...         raise UnreadableMemory(addr, size, "hole")
+    """
+
+    def __init__(self, base: Memory) -> None:
+        self.base = base
+
+    def read(self, addr: int, size: int) -> bytes:
+        return self.base.read(addr, size)
+
+    def symbol(self, name: str) -> Optional[int]:
+        return self.base.symbol(name)
+
+    def member_offset(self, struct: str, member: str) -> Optional[int]:
+        return self.base.member_offset(struct, member)
+
+    def member_size(self, struct: str, member: str) -> Optional[int]:
+        return self.base.member_size(struct, member)
+
+    def struct_size(self, struct: str) -> Optional[int]:
+        return self.base.struct_size(struct)
+
+    def enum_value(self, name: str) -> Optional[int]:
+        return self.base.enum_value(name)
+
+    def release(self) -> Optional[str]:
+        return self.base.release()
+
+    def describe(self) -> str:
+        return self.base.describe()
+
+    def __getattr__(self, name: str):
+        if name == "base":              # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.base, name)

@@ -41,7 +41,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from hypothesis import strategies as st
 
-from crashext.memory import CrashextError, Memory, UnreadableMemory
+from crashext.memory import CrashextError, Memory, MemoryView, UnreadableMemory
 from crashext.xarray import entry as E
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,7 +168,7 @@ class AnswerMemory(Memory):
         return v
 
 
-class FuzzMemory(Memory):
+class FuzzMemory(MemoryView):
     """``base`` with whole objects replaced (``over``: address -> bytes,
     readable even where the base has nothing) and ``holes`` (addresses
     whose reads fail).  Debug info and ``resolve_path`` come from
@@ -225,29 +225,11 @@ class FuzzMemory(Memory):
                 buf[lo - addr:hi - addr] = d[lo - a:hi - a]
         return bytes(buf)
 
-    def symbol(self, name):
-        return self.base.symbol(name)
-
-    def member_offset(self, struct, member):
-        return self.base.member_offset(struct, member)
-
-    def member_size(self, struct, member):
-        return self.base.member_size(struct, member)
-
-    def struct_size(self, struct):
-        return self.base.struct_size(struct)
-
-    def enum_value(self, name):
-        return self.base.enum_value(name)
-
-    def release(self):
-        return self.base.release()
-
     def resolve_path(self, path: str) -> int:
         return self.base.resolve_path(path)     # type: ignore[attr-defined]
 
 
-class ScriptedNodeMemory(Memory):
+class ScriptedNodeMemory(MemoryView):
     """An endless tree: every 576-byte-aligned address in a 2^40-byte
     window of the direct map reads as a well-formed ``xa_node`` whose 64
     slots all point at distinct further nodes (``addr * 64 + i`` inside
@@ -295,29 +277,6 @@ class ScriptedNodeMemory(Memory):
             hdr[o:o + 8] = (self.WINDOW | 2).to_bytes(8, "little")
             return bytes(hdr)
         return self.base.read(addr, size)
-
-    def __getattr__(self, name):
-        if name == "base":
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-    def symbol(self, name):
-        return self.base.symbol(name)
-
-    def member_offset(self, struct, member):
-        return self.base.member_offset(struct, member)
-
-    def member_size(self, struct, member):
-        return self.base.member_size(struct, member)
-
-    def struct_size(self, struct):
-        return self.base.struct_size(struct)
-
-    def enum_value(self, name):
-        return self.base.enum_value(name)
-
-    def release(self):
-        return self.base.release()
 
 
 # Base trees -------------------------------------------------------------

@@ -26,14 +26,14 @@ from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crashext.memory import Memory, UnreadableMemory  # noqa: E402
+from crashext.memory import Memory, MemoryView, UnreadableMemory  # noqa: E402
 
 LAB = os.environ.get("CRASHEXT_LAB") or os.environ.get("LAB") \
     or "/var/cache/crashext-lab"
 SEED_PATH = "/mnt/xfs/big64"
 
 
-class PatchedMemory(Memory):
+class PatchedMemory(MemoryView):
     """``base`` with some bytes replaced.
 
     >>> pm = PatchedMemory(base)                       # doctest: +SKIP
@@ -82,24 +82,6 @@ class PatchedMemory(Memory):
             lo, hi = max(pa, addr), min(pe, end)
             buf[lo - addr:hi - addr] = data[lo - pa:hi - pa]
         return bytes(buf)
-
-    def symbol(self, name):
-        return self.base.symbol(name)
-
-    def member_offset(self, struct, member):
-        return self.base.member_offset(struct, member)
-
-    def member_size(self, struct, member):
-        return self.base.member_size(struct, member)
-
-    def struct_size(self, struct):
-        return self.base.struct_size(struct)
-
-    def enum_value(self, name):
-        return self.base.enum_value(name)
-
-    def release(self):
-        return self.base.release()
 
     def describe(self) -> str:
         return "%s + %d patches" % (self.base.describe(), len(self.patches))

@@ -15,12 +15,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import drgn
 
-from ..memory import CrashextError, Memory, UnreadableMemory
+from ..memory import KERNEL_MIN, CrashextError, Memory, UnreadableMemory
 
 
-#: Lowest kernel virtual address on 64-bit kernels (x86-64 5-level paging
-#: starts at 0xff00000000000000, 4-level at 0xffff800000000000).
-KERNEL_MIN = 0xFF00000000000000
 
 
 class DrgnMemory(Memory):

@@ -14,14 +14,13 @@ from __future__ import annotations
 from typing import Any, Iterator, List, Optional, Tuple
 
 from ..findings import Finding
+from ..memory import KERNEL_MIN
 from ..xarray import entry as E
 from ..xarray.walk import EntryList, entry_blocks
 from . import CheckContext, ino_of_mapping
 
 _ODD = (1).__and__
 
-#: Lowest address :func:`crashext.xarray.entry.is_kernel_pointer` accepts.
-KERNEL_MIN = 0xFF00000000000000
 
 
 def check(ctx: CheckContext) -> Iterator[Finding]:

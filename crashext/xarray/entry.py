@@ -18,6 +18,8 @@ True
 
 from __future__ import annotations
 
+from ..memory import KERNEL_MIN
+
 # Kinds, as small ints so the hot path compares integers.
 EMPTY = 0
 POINTER = 1
@@ -85,4 +87,4 @@ def is_kernel_pointer(addr: int) -> bool:
     upper half, 8-byte aligned.  (Entries are folio pointers; folios are
     64-byte aligned in vmemmap, but the check stays lenient here and the
     read decides.)"""
-    return addr >= 0xFF00000000000000 and addr & 7 == 0
+    return addr >= KERNEL_MIN and addr & 7 == 0
