@@ -19,7 +19,7 @@ from dataclasses import dataclass, asdict
 from typing import Any, Dict, Optional
 
 from .layout import Layout
-from .memory import CrashextError, Memory, UnreadableMemory
+from .memory import CrashextError, Memory, MemoryView, UnreadableMemory
 from .vfs import lookup_path
 
 KINDS = ("inode", "mapping", "xarray", "file", "folio", "path")
@@ -114,36 +114,21 @@ def fs_type_of(mem: Memory, lay: Layout, inode: int) -> Optional[str]:
     return raw.decode("ascii", "replace") if raw.isascii() else None
 
 
-class _Probe(Memory):
+class _Probe(MemoryView):
     """Delegates to a Memory and remembers the reads that failed, so a
     target that cannot be identified says whether memory was missing
     (excluded pages, a truncated dump) rather than only "not an inode"."""
 
     def __init__(self, inner: Memory) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failed: list = []
 
     def read(self, addr: int, size: int) -> bytes:
         try:
-            return self.inner.read(addr, size)
+            return self.base.read(addr, size)
         except UnreadableMemory as e:
             self.failed.append(e)
             raise
-
-    def member_offset(self, struct: str, member: str) -> Optional[int]:
-        return self.inner.member_offset(struct, member)
-
-    def member_size(self, struct: str, member: str) -> Optional[int]:
-        return self.inner.member_size(struct, member)
-
-    def struct_size(self, struct: str) -> Optional[int]:
-        return self.inner.struct_size(struct)
-
-    def symbol(self, name: str) -> Optional[int]:
-        return self.inner.symbol(name)
-
-    def __getattr__(self, name: str) -> Any:     # resolve_path, ...
-        return getattr(self.inner, name)
 
 
 def resolve_target(mem: Memory, lay: Layout, spec: str) -> Target:
