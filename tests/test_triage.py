@@ -80,6 +80,9 @@ def test_scan_ranks_the_seed_case_first():
     dup = [f for f in top[0].findings if f["code"] == "DUP_FOLIO"][0]
     assert sorted(dup["slots"]) == [16, 32, 48] and dup["order"] == 4
     assert any(e["code"] == "STALE_SPLIT" for e in top[0].explanations)
+    # A row with findings is named by its path, found in the dcache.
+    assert top[0].path == case.path and top[0].name.endswith(case.path)
+    assert all(r.path == "" for r in rows if r.verdict == "clean")
     s = summarize(rows)
     assert s["verdict"] == "corrupt" and s["top"][0]["inode"] == top[0].inode
     # The three copies, by reverse lookup.

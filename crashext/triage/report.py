@@ -131,8 +131,9 @@ def _row_name(row: Dict[str, Any]) -> str:
     if row.get("kind") == "swap":
         return "swap%s:%s" % (row.get("swap_type"), row.get("i_ino"))
     if row.get("kind") == "inode":
-        return "%s %s:%s" % (row.get("fs_type") or "?",
-                             row.get("s_id") or "?", row.get("i_ino"))
+        return "%s %s:%s%s" % (row.get("fs_type") or "?",
+                               row.get("s_id") or "?", row.get("i_ino"),
+                               " " + row["path"] if row.get("path") else "")
     return row.get("where") or "scan"
 
 

@@ -73,18 +73,21 @@ class ScanRow:
     explanations: List[Dict[str, Any]] = field(default_factory=list)
     error: str = ""
     where: str = ""
+    path: str = ""                  # from the dcache, rows with findings
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @property
     def name(self) -> str:
-        """``xfs vda:134`` / ``swap 0:2`` / the error's place."""
+        """``xfs vda:134 /mnt/xfs/big200`` (the path on rows with
+        findings) / ``swap 0:2`` / the error's place."""
         if self.kind == "swap":
             return "swap %d:%d" % (self.swap_type or 0, self.i_ino or 0)
         if self.kind == "inode":
-            return "%s %s:%s" % (self.fs_type or "?", self.s_id or "?",
-                                 self.i_ino)
+            return "%s %s:%s%s" % (self.fs_type or "?", self.s_id or "?",
+                                   self.i_ino,
+                                   " " + self.path if self.path else "")
         return self.where or "scan"
 
     def summary(self) -> str:
@@ -371,7 +374,23 @@ def scan(mem: Memory, progress: Optional[ProgressFn] = None,
         if not row.nrpages and not head:
             yield row
             continue
-        yield _analyze_row(mem, row, row_target(row), max_nodes)
+        row = _analyze_row(mem, row, row_target(row), max_nodes)
+        if row.kind == "inode" and row.verdict != "clean":
+            row.path = _path_of(mem, row.inode)
+        yield row
+
+
+def _path_of(mem: Memory, inode: Optional[int]) -> str:
+    """The inode's path from the dcache (crashext.vfs.inode_path), or ""
+    when it has no dentry or the dentries cannot be read: a name for the
+    report, never a reason to lose the row."""
+    from ..vfs import inode_path
+    if not inode:
+        return ""
+    try:
+        return inode_path(mem, inode) or ""
+    except CrashextError:
+        return ""
 
 
 def scan_swap(mem: Memory, lay: Optional[Layout] = None,
