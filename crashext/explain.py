@@ -13,7 +13,7 @@ zeroed (``radix_tree_node_rcu_free()`` zeroes the slots).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from . import fmt
 
@@ -141,13 +141,9 @@ def explain(a: Any) -> List[Explanation]:
             "canonical entry: stale siblings, as left",
             "by xas_split_alloc() in a node not zeroed"], sib))
     for i in by_code.get("FOLIO_MAPPING", []):
-        f = a.findings[i]
-        if "other_ino" in f.extra:
-            out.append(Explanation("FOREIGN_FOLIO", [
-                "folio at %s belongs to inode %d"
-                % (fmt.hx(f.indices[0]), f.extra["other_ino"]),
-                "(mapping %s): foreign folio in tree" % fmt.hx(f.found)],
-                [i]))
+        e = _mapping_explanation(a, i, a.findings[i])
+        if e is not None:
+            out.append(e)
     for i in by_code.get("NRPAGES", []):
         f = a.findings[i]
         out.append(Explanation("NRPAGES", [
@@ -160,3 +156,39 @@ def explain(a: Any) -> List[Explanation]:
             "%d node/folio reads failed (excluded" % len(unread),
             "or bad pages): the walk is incomplete"], unread))
     return out
+
+
+#: Low bits of folio->mapping (include/linux/page-flags.h, 6.1 and 6.12:
+#: PAGE_MAPPING_ANON 0x1, PAGE_MAPPING_MOVABLE 0x2, KSM = both).
+_MAPPING_KIND = {1: "anonymous (anon_vma)", 2: "movable (non-LRU)",
+                 3: "KSM"}
+
+
+def _mapping_explanation(a: Any, i: int, f: Any) -> Optional[Explanation]:
+    """What folio->mapping says about a folio that is not this mapping's:
+    another inode's, none (removed from the cache), or an anonymous,
+    movable or KSM page (freed and reused)."""
+    at = fmt.hx(f.indices[0]) if f.indices else "?"
+    if "other_ino" in f.extra:
+        return Explanation("FOREIGN_FOLIO", [
+            "folio at %s belongs to inode %d" % (at, f.extra["other_ino"]),
+            "(mapping %s): foreign folio in tree" % fmt.hx(f.found)], [i])
+    if not isinstance(f.found, int):
+        return None
+    rec = getattr(a, "folios", {}).get(f.folio) if f.folio else None
+    ref = getattr(rec, "refcount", None)
+    refs = "" if ref is None else ", refcount %d" % ref
+    if f.found == 0:
+        # page_cache_delete() (mm/filemap.c) clears the slot, then sets
+        # folio->mapping = NULL: an entry left in the tree is stale.
+        return Explanation("STALE_ENTRY", [
+            "folio at %s has mapping NULL%s:" % (at, refs),
+            "removed from the page cache",
+            "(page_cache_delete) but its entry stayed"
+            + ("; now free" if ref == 0 else "")], [i])
+    kind = _MAPPING_KIND.get(f.found & 3)
+    if kind:
+        return Explanation("REUSED_FOLIO", [
+            "folio at %s is now %s%s:" % (at, kind, refs),
+            "stale entry to a freed, reused page"], [i])
+    return None

@@ -99,3 +99,28 @@ def test_snapshot_replays_identically(lab, tmp_path):
         assert (a.target, a.stats, a.findings) == (b.target, b.stats, b.findings)
         assert [(e.index, e.raw, e.nr_slots) for e in a.walk.entries] == \
                [(e.index, e.raw, e.nr_slots) for e in b.walk.entries]
+
+
+@pytest.mark.parametrize("mapping, code, words", [
+    (0, "STALE_ENTRY", "page_cache_delete"),
+    (0xffff888000001001, "REUSED_FOLIO", "anonymous"),
+    (0xffff888000001003, "REUSED_FOLIO", "KSM"),
+])
+def test_folio_mapping_is_explained(lab, mapping, code, words):
+    """folio->mapping NULL (removed from the cache, entry left) or with
+    PAGE_MAPPING_ANON/KSM bits (freed and reused as anon memory): one
+    FOLIO_MAPPING finding and the matching explanation."""
+    from patched_memory import PatchedMemory
+    m, mem = lab
+    f = [x for x in m["files"] if x["path"] == "/mnt/xfs/big200"][0]
+    clean = analyze(mem, f["inode"])
+    lay = clean.layout
+    e = next(x for x in clean.walk.entries if x.raw in clean.folios)
+    pm = PatchedMemory(mem).patch_u64(e.raw + lay.f_mapping, mapping)
+    a = analyze(pm, f["inode"])
+    fm = [x for x in a.findings if x.code == "FOLIO_MAPPING"]
+    assert len(fm) == 1 and fm[0].found == mapping
+    assert fm[0].folio == e.raw
+    ex = [x for x in a.explanations if x.code == code]
+    assert len(ex) == 1 and words in " ".join(ex[0].lines)
+    assert ex[0].findings == [a.findings.index(fm[0])]
