@@ -23,10 +23,16 @@ def _fail(msg: str) -> None:
 
 
 def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
-                snapshot: Optional[str]) -> Memory:
-    """The backend for the given source options."""
+                snapshot: Optional[str], whole_dump: str = "") -> Memory:
+    """The backend for the given source options.  ``whole_dump`` names a
+    command that needs the whole dump (a snapshot holds only the trees
+    it captured)."""
     if snapshot and vmcore:
         raise CrashextError("give either --vmcore or --snapshot, not both")
+    if snapshot and whole_dump:
+        raise CrashextError("%s needs the whole dump (--vmcore): a snapshot "
+                            "holds only the trees it captured; use check "
+                            "or chat on it" % whole_dump)
     if snapshot:
         from .backends.snapshot import SnapshotMemory
         return SnapshotMemory.load(snapshot)
@@ -37,6 +43,19 @@ def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
         raise CrashextError("vmcore %s does not exist" % vmcore)
     if vmlinux and not os.path.exists(vmlinux):
         raise CrashextError("vmlinux %s does not exist" % vmlinux)
+    if vmlinux and os.path.isdir(vmlinux):
+        raise CrashextError("vmlinux %s is a directory" % vmlinux)
+    if vmlinux and os.path.isfile(vmlinux):
+        try:
+            with open(vmlinux, "rb") as f:
+                magic = f.read(4)
+        except OSError as e:
+            raise CrashextError("cannot read vmlinux %s: %s"
+                                % (vmlinux, e.strerror or e))
+        if magic != b"\x7fELF":
+            raise CrashextError("vmlinux %s is not an ELF file (give the "
+                                "debug vmlinux, e.g. /usr/lib/debug/boot/"
+                                "vmlinux-RELEASE)" % vmlinux)
     try:
         from .backends.drgn import DrgnMemory
     except ImportError:
@@ -247,7 +266,7 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, fs_types,
     """Check every page cache of a dump, worst first."""
 
     def body() -> int:
-        mem = open_memory(vmcore, vmlinux, snapshot)
+        mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan")
         status = frontdoor.scan(mem, _ClickReporter(), fmt, include_clean,
                                 fs_types, progress=_progress_bar())
         if slab:
@@ -286,7 +305,8 @@ def folio(vmcore, vmlinux, snapshot, debug, via, addresses):
 
     def body() -> int:
         status = EXIT_CLEAN
-        mem = open_memory(vmcore, vmlinux, snapshot)
+        mem = open_memory(vmcore, vmlinux, snapshot,
+                          whole_dump="folio (reverse lookup)")
         for a in addresses:
             addr = parse_address(a)
             hits = list(find_folio(mem, addr, via=via))

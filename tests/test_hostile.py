@@ -626,3 +626,29 @@ def test_missing_and_unreadable_files(tmp_path):
     junk.write_bytes(b"\x7fELF" + bytes(200))
     code, out, err = cli("check", "-c", str(junk), "0x1234")
     assert_one_error_line(code, err, contains=("junk.core",))
+
+
+def test_wrong_kind_of_file_as_vmlinux(tmp_path):
+    """A vmlinux that is not an ELF file or is a directory: one line that
+    says so, before drgn is asked."""
+    core = str(tmp_path / "x.core")
+    with open(core, "wb") as f:
+        f.write(b"\x7fELF" + bytes(200))
+    text = tmp_path / "vmlinux.txt"
+    text.write_text("not a kernel\n")
+    code, _out, err = cli("check", "-c", core, "-k", str(text), "0x1234")
+    assert_one_error_line(code, err, contains=("vmlinux.txt",
+                                               "not an ELF file"))
+    code, _out, err = cli("check", "-c", core, "-k", str(tmp_path), "0x1")
+    assert_one_error_line(code, err, contains=("is a directory",))
+
+
+@pytest.mark.parametrize("command", [("scan",), ("folio", "0x1234")])
+def test_whole_dump_commands_refuse_a_snapshot(command):
+    """scan and the reverse lookup walk every tree of a dump: on a
+    snapshot they say why they cannot, in one line."""
+    snap = os.path.join(SAMPLES, "seed-6.1.snap")
+    code, _out, err = cli(*(command[:1] + ("--snapshot", snap)
+                            + command[1:]))
+    assert_one_error_line(code, err, contains=("needs the whole dump",
+                                               "snapshot"))
