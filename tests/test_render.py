@@ -408,6 +408,62 @@ def test_cli_png_without_pillow_fails_before_output(monkeypatch, tmp_path):
     assert not out.exists()
 
 
+# Many findings --------------------------------------------------------------
+@lru_cache(maxsize=None)
+def fanout_analysis():
+    """The fuzz suite's endless fan-out tree, walked to 1000 nodes: ~65k
+    findings (NODE_IN_LEAF, NODE_ARRAY x1000, ...) and 1000 CROSS_LINK
+    explanations."""
+    pytest.importorskip("hypothesis")
+    import fuzzing
+    from crashext.analyze import analyze
+    m = fuzzing.ScriptedNodeMemory(root_shift=24)
+    return analyze(m, m.spec, max_nodes=1000)
+
+
+def test_table_caps_rows_and_explanations_per_code():
+    a = fanout_analysis()
+    per_code = Counter(f.code for f in a.findings)
+    assert per_code["NODE_IN_LEAF"] > 10000 and per_code["NODE_ARRAY"] == 1000
+    text = table.render(a)
+    for code, n in per_code.items():
+        shown = len(re.findall(r"^\s*\d+\s+\S+\s+%s\s" % code, text, re.M))
+        assert shown == min(n, table.MAX_ROWS_PER_CODE), code
+        if n > table.MAX_ROWS_PER_CODE:
+            assert ("... %d more %s findings not shown"
+                    % (n - table.MAX_ROWS_PER_CODE, code)) in text
+    # row numbers stay those of the findings (explanations refer to them)
+    assert re.search(r"^\s*%d\s" % (a.findings.index(
+        [f for f in a.findings if f.code == "NODE_ARRAY"][0]) + 1),
+        text, re.M)
+    n_x = sum(e.code == "CROSS_LINK" for e in a.explanations)
+    assert n_x == 1000
+    assert text.count("  CROSS_LINK (findings") == \
+        table.MAX_EXPLANATIONS_PER_CODE
+    assert "... %d more CROSS_LINK, same reasoning" % (
+        n_x - table.MAX_EXPLANATIONS_PER_CODE) in text
+    assert len(text.splitlines()) < 400
+    # uncapped on request: every finding has its row
+    full = table.render(a, max_per_code=None)
+    assert len(re.findall(r"^\s*\d+\s+error\s", full, re.M)) == \
+        sum(f.severity == "error" for f in a.findings)
+
+
+def test_chat_stays_short_on_many_findings():
+    a = fanout_analysis()
+    text = chat.render(a)
+    n_groups = len({f.code for f in a.findings})
+    assert text.count("=> why (CROSS_LINK)") == chat.MAX_EXPLANATIONS
+    assert "=> %d more CROSS_LINK, same reasoning" % (
+        1000 - chat.MAX_EXPLANATIONS) in text
+    # verdict + context, then per code at most MAX_LINES (+ blank line,
+    # explanations of 5 lines each, the "more" line), then the notes
+    bound = 8 + n_groups * (chat.MAX_LINES + 1) + \
+        chat.MAX_EXPLANATIONS * 5 + 1 + 2 * len(a.notes) + 2
+    assert len(text.splitlines()) <= bound, len(text.splitlines())
+    _check_width(text, chat.WIDTH)
+
+
 # Layering ------------------------------------------------------------------
 def test_engine_does_not_import_renderers():
     root = os.path.join(os.path.dirname(HERE), "crashext")

@@ -23,13 +23,35 @@ from __future__ import annotations
 
 import re
 import textwrap
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import fmt
 from ..findings import ERROR, INFO, SEVERITY_RANK, WARNING, Finding
 
 WIDTH = 60
 MAX_LINES = 15
+
+#: Explanations shown per conclusion code (chat); the rest are counted.
+MAX_EXPLANATIONS = 2
+
+
+def capped_explanations(a: Any, max_per_code: Optional[int]
+                        ) -> Tuple[set, Dict[str, int]]:
+    """Positions of the explanations to show (the first ``max_per_code``
+    of each code; None: all) and, per code, how many are left out: a
+    tree of 1000 cross-linked nodes says so once or twice, not 1000
+    times."""
+    seen: Dict[str, int] = {}
+    keep = set()
+    left: Dict[str, int] = {}
+    for k, e in enumerate(a.explanations):
+        n = seen.get(e.code, 0)
+        seen[e.code] = n + 1
+        if max_per_code is None or n < max_per_code:
+            keep.add(k)
+        else:
+            left[e.code] = left.get(e.code, 0) + 1
+    return keep, left
 FENCE = "```"
 
 # Finding codes whose int expected/found values are raw entries or
@@ -409,23 +431,37 @@ def render(a: Any, width: int = WIDTH, max_lines: int = MAX_LINES,
         SEVERITY_RANK.get(groups[c][0].severity, 9),
         a.findings.index(groups[c][0])))
     done = set()
+    keep, _left = capped_explanations(a, MAX_EXPLANATIONS)
     for code in order:
         lines.append("")
         lines.extend(group_lines(a, code, groups[code], width, max_lines,
                                  addr))
+        hidden: Dict[str, int] = {}
         for k, e in enumerate(a.explanations):
             if k in done:
                 continue
             if any(pos.get(i) == code for i in e.findings):
                 done.add(k)
+                if k not in keep:
+                    hidden[e.code] = hidden.get(e.code, 0) + 1
+                    continue
                 lines.append("=> why (%s):" % e.code)
                 for ln in e.lines:
                     lines.append(" " + (regroup(ln) if grouped else ln))
+        lines.extend("=> %d more %s, same reasoning" % (n, c)
+                     for c, n in hidden.items())
+    hidden = {}
     for k, e in enumerate(a.explanations):
-        if k not in done:
-            lines.append("=> %s:" % e.code)
-            lines.extend(" " + (regroup(ln) if grouped else ln)
-                         for ln in e.lines)
+        if k in done:
+            continue
+        if k not in keep:
+            hidden[e.code] = hidden.get(e.code, 0) + 1
+            continue
+        lines.append("=> %s:" % e.code)
+        lines.extend(" " + (regroup(ln) if grouped else ln)
+                     for ln in e.lines)
+    lines.extend("=> %d more %s, same reasoning" % (n, c)
+                 for c, n in hidden.items())
     for n in a.notes:
         lines.append("note: " + (regroup(n) if grouped else n))
     lines = wrap_lines(lines, width)

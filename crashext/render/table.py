@@ -14,17 +14,24 @@ target    path /mnt/xfs/big64  inode 0xffff888006e6dd38  i_ino 131
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import fmt
-from .chat import (addr_fn, counts, orders_phrase, pages_phrase, regroup,
-                   value_str, verdict_line)
+from .chat import (addr_fn, capped_explanations, counts, orders_phrase,
+                   pages_phrase, regroup, value_str, verdict_line)
 
 HEADERS = ("severity", "code", "node", "slot", "index", "folio",
            "expected", "found")
 
 #: Indices listed one per line in a cell before compressing with runs().
 MAX_CELL_INDICES = 4
+
+#: Rows per finding code in the table; the rest are counted below it
+#: (a hostile tree can give tens of thousands; JSON lists every one).
+MAX_ROWS_PER_CODE = 50
+
+#: Explanations per conclusion code, likewise.
+MAX_EXPLANATIONS_PER_CODE = 10
 
 
 def header_lines(a: Any, grouped: bool = False) -> List[str]:
@@ -80,11 +87,31 @@ def _cell_slots(f) -> str:
     return fmt.slot_list(slots)
 
 
-def rows(a: Any, grouped: bool = False) -> List[List[str]]:
-    """One row per finding, cells as strings (``HEADERS`` order)."""
+def shown(a: Any, max_per_code: Optional[int] = MAX_ROWS_PER_CODE
+          ) -> Tuple[List[int], Dict[str, int]]:
+    """Positions of the findings the table shows (the first
+    ``max_per_code`` of each code) and, per code, how many are left out."""
+    seen: Dict[str, int] = {}
+    keep: List[int] = []
+    left: Dict[str, int] = {}
+    for i, f in enumerate(a.findings):
+        n = seen.get(f.code, 0)
+        seen[f.code] = n + 1
+        if max_per_code is None or n < max_per_code:
+            keep.append(i)
+        else:
+            left[f.code] = left.get(f.code, 0) + 1
+    return keep, left
+
+
+def rows(a: Any, grouped: bool = False,
+         which: Optional[Sequence[int]] = None) -> List[List[str]]:
+    """One row per finding (those at positions ``which``, default all),
+    cells as strings (``HEADERS`` order)."""
     addr = addr_fn(grouped)
     out = []
-    for f in a.findings:
+    for f in (a.findings if which is None
+              else [a.findings[i] for i in which]):
         out.append([
             f.severity,
             f.code,
@@ -99,21 +126,27 @@ def rows(a: Any, grouped: bool = False) -> List[List[str]]:
 
 
 def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
-           meanings: bool = True) -> str:
+           meanings: bool = True,
+           max_per_code: Optional[int] = MAX_ROWS_PER_CODE) -> str:
     """The analysis as header lines, a findings table, explanations and
     notes.  ``tablefmt`` is any :mod:`tabulate` format ("simple", "grid",
     "github", "plain", ...); ``grouped`` writes addresses as
     ``ffff8880_0a3c4000``; ``meanings`` adds the one-line meaning of each
-    code present below the table."""
+    code present below the table; ``max_per_code`` caps the rows of
+    each code (None: every finding), the rest counted below the table."""
     from tabulate import tabulate
 
     out = [verdict_line(a, None, addr_fn(grouped)), ""]
     out.extend(header_lines(a, grouped))
     if a.findings:
         out.append("")
-        out.append(tabulate(rows(a, grouped), headers=HEADERS,
+        keep, left = shown(a, max_per_code)
+        out.append(tabulate(rows(a, grouped, keep), headers=HEADERS,
                             tablefmt=tablefmt, disable_numparse=True,
-                            showindex=range(1, len(a.findings) + 1)))
+                            showindex=[i + 1 for i in keep]))
+        for code, n in left.items():
+            out.append("... %d more %s finding%s not shown (-f json "
+                       "lists every one)" % (n, code, "" if n == 1 else "s"))
         if meanings:
             out.append("")
             seen = []
@@ -124,11 +157,18 @@ def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
     if a.explanations:
         out.append("")
         out.append("explanations:")
-        for e in a.explanations:
+        keep, left = capped_explanations(a, max_per_code and
+                                         MAX_EXPLANATIONS_PER_CODE)
+        for k, e in enumerate(a.explanations):
+            if k not in keep:
+                continue
             refs = ",".join("#%d" % (i + 1) for i in e.findings)
             out.append("  %s (findings %s)" % (e.code, refs or "-"))
             for ln in e.lines:
                 out.append("    " + (regroup(ln) if grouped else ln))
+        for code, n in left.items():
+            out.append("  ... %d more %s, same reasoning (-f json lists "
+                       "every one)" % (n, code))
     if a.notes:
         out.append("")
         out.append("notes:")
