@@ -159,7 +159,18 @@ def _resolve(mem: Memory, lay: Layout, spec: str) -> Target:
         # The backend's resolver when it has one (drgn's path_lookup),
         # else the engine's dcache walk (crash/PyKdump, any Memory).
         resolver = getattr(mem, "resolve_path", None)
-        inode = resolver(spec) if resolver else lookup_path(mem, spec)
+        inode = resolver(spec) if resolver else None
+        if inode is None:           # no resolver, or no answer (snapshot)
+            try:
+                inode = lookup_path(mem, spec)
+            except CrashextError:
+                if resolver:        # a snapshot that did not record it
+                    raise CrashextError("path %s was not captured in this "
+                                        "snapshot" % spec) from None
+                raise
+            note = getattr(mem, "record_answer", None)
+            if note is not None:
+                note("resolve_path", spec, inode)
         t = resolve_target(mem, lay, "inode:0x%x" % inode)
         t.kind, t.label = "path", spec
         return t

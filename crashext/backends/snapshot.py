@@ -26,7 +26,7 @@ import gzip
 import json
 import os
 import zlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import __version__
 from ..memory import CrashextError, Memory, UnreadableMemory
@@ -89,17 +89,27 @@ class RecordingMemory(Memory):
     def describe(self) -> str:
         return self.inner.describe()
 
-    def resolve_path(self, path: str) -> int:
+    @property
+    def resolve_path(self) -> Callable[[str], int]:
+        """The inner backend's path resolver, recording its answers.  None
+        (AttributeError) when it has none (PyKdump): the engine then walks
+        the dcache itself (crashext.targets) through this recorder, so its
+        reads land in the snapshot, and files the answer with
+        :meth:`record_answer`."""
         resolver = getattr(self.inner, "resolve_path", None)
         if resolver is None:
-            # No backend resolver (PyKdump): the engine's dcache walk,
-            # through this recorder, so its reads land in the snapshot.
-            from ..vfs import lookup_path
-            v = lookup_path(self, path)
-        else:
+            raise AttributeError("resolve_path")
+
+        def resolve(path: str) -> int:
             v = resolver(path)
-        self.answers["resolve_path"][path] = v
-        return v
+            self.answers["resolve_path"][path] = v
+            return v
+        return resolve
+
+    def record_answer(self, query: str, key: str, value: Any) -> None:
+        """File an answer found above the backend (a path the engine
+        resolved) so the snapshot replays it."""
+        self.answers[query][key] = value
 
 
 def _segments(reads: Dict[Tuple[int, int], bytes]) -> List[Tuple[int, bytes]]:
@@ -306,9 +316,7 @@ class SnapshotMemory(Memory):
     def describe(self) -> str:
         return "%s (snapshot of %s)" % (self.path, self.header.get("source"))
 
-    def resolve_path(self, path: str) -> int:
-        v = self.answers["resolve_path"].get(path)
-        if v is None:
-            raise CrashextError("path %s was not captured in this snapshot"
-                                % path)
-        return v
+    def resolve_path(self, path: str) -> Optional[int]:
+        """The recorded answer, or None (the engine then tries the dcache
+        walk on the recorded bytes)."""
+        return self.answers["resolve_path"].get(path)
