@@ -56,3 +56,32 @@ def open_lab(family: str, name: str = "elf"):
 def lab(request):
     """(manifest, DrgnMemory) of the ELF dump of each lab kernel."""
     return open_lab(request.param)
+
+
+STANDIN = os.path.join(ROOT, "tests", "pykdump_standin")
+
+
+def standin_crash(vmlinux: str = None, vmcore: str = None):
+    """Context manager: the PyKdump stand-in's ``crash`` module (opened on
+    ``vmlinux``/``vmcore`` when given), removed from sys.modules and
+    sys.path afterwards so the next user starts fresh."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def cm():
+        sys.path.insert(0, STANDIN)
+        try:
+            import crash as crash_mod
+            if vmlinux and vmcore:
+                crash_mod.standin_open(vmlinux, vmcore)
+            yield crash_mod
+        finally:
+            try:
+                sys.modules["crash"].standin_close()
+            except Exception:
+                pass
+            for name in ("crash", "pykdump", "pykdump.API"):
+                sys.modules.pop(name, None)
+            if STANDIN in sys.path:
+                sys.path.remove(STANDIN)
+    return cm()

@@ -29,7 +29,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STANDIN = Path(__file__).resolve().parent / "pykdump_standin"
 LAB = Path(os.environ.get("CRASHEXT_LAB", "/var/cache/crashext-lab"))
 PLANTED = Path(os.environ.get("CRASHEXT_PLANTED_DIR", LAB / "planted"))
 
@@ -38,6 +37,7 @@ if str(ROOT) not in sys.path:
 
 drgn = pytest.importorskip("drgn")
 from click.testing import CliRunner  # noqa: E402
+from conftest import standin_crash  # noqa: E402
 
 import crashext.crash as xacrash  # noqa: E402
 from crashext import frontdoor  # noqa: E402
@@ -95,19 +95,8 @@ def _dump(did):
 @pytest.fixture(scope="module")
 def crash():
     """The stand-in's ``crash`` module (one embedded interpreter)."""
-    sys.path.insert(0, str(STANDIN))
-    try:
-        import crash as crash_mod
+    with standin_crash() as crash_mod:
         yield crash_mod
-    finally:
-        try:
-            sys.modules["crash"].standin_close()
-        except Exception:
-            pass
-        for name in ("crash", "pykdump", "pykdump.API"):
-            sys.modules.pop(name, None)
-        if str(STANDIN) in sys.path:
-            sys.path.remove(str(STANDIN))
 
 
 _opened = {"id": None}

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STANDIN = Path(__file__).resolve().parent / "pykdump_standin"
 LAB = Path(os.environ.get("CRASHEXT_LAB", "/var/cache/crashext-lab"))
 MANIFEST = LAB / "6.1" / "manifest.json"
 
@@ -26,6 +25,7 @@ if str(ROOT) not in sys.path:
 
 drgn = pytest.importorskip("drgn")
 
+from conftest import standin_crash  # noqa: E402
 from crashext.memory import UnreadableMemory  # noqa: E402
 from crashext.backends.pykdump import PykdumpMemory  # noqa: E402
 
@@ -51,20 +51,8 @@ def manifest():
 @pytest.fixture(scope="module")
 def crash(manifest):
     """The stand-in's ``crash`` module, opened on the 6.1 ELF dump."""
-    sys.path.insert(0, str(STANDIN))
-    try:
-        import crash as crash_mod
-        crash_mod.standin_open(manifest["vmlinux"], manifest["_elf"])
+    with standin_crash(manifest["vmlinux"], manifest["_elf"]) as crash_mod:
         yield crash_mod
-    finally:
-        try:
-            sys.modules["crash"].standin_close()
-        except Exception:
-            pass
-        for name in ("crash", "pykdump", "pykdump.API"):
-            sys.modules.pop(name, None)
-        if str(STANDIN) in sys.path:
-            sys.path.remove(str(STANDIN))
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,11 @@ is absent.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import open_lab
-from tests.patched_memory import PatchedMemory
+from conftest import open_lab, standin_crash
+from patched_memory import PatchedMemory
 
 drgn = pytest.importorskip("drgn")
 
@@ -26,7 +24,6 @@ from crashext.memory import CrashextError, Memory  # noqa: E402
 pytestmark = pytest.mark.lab
 
 FAMILIES = ["6.1", "6.12"]
-STANDIN = Path(__file__).resolve().parent / "pykdump_standin"
 SYSTEM_PATHS = ["/", "/mnt", "/dev", "/proc", "/sys", "/dev/null",
                 "/mnt/xfs", "/mnt/thp", "/init", "/bin"]
 
@@ -195,20 +192,8 @@ def test_capture_without_resolver_replays(lab, tmp_path):
 def standin(request):
     m, _mem = open_lab(request.param)
     elf = [d for d in m["dumps"] if d["name"] == "elf"][0]["path"]
-    sys.path.insert(0, str(STANDIN))
-    try:
-        import crash as crash_mod
-        crash_mod.standin_open(m["vmlinux"], elf)
+    with standin_crash(m["vmlinux"], elf):
         yield m
-    finally:
-        try:
-            sys.modules["crash"].standin_close()
-        except Exception:
-            pass
-        for name in ("crash", "pykdump", "pykdump.API"):
-            sys.modules.pop(name, None)
-        if str(STANDIN) in sys.path:
-            sys.path.remove(str(STANDIN))
 
 
 def test_paths_resolve_under_pykdump(standin):

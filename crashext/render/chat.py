@@ -35,22 +35,22 @@ MAX_LINES = 15
 MAX_EXPLANATIONS = 2
 
 
-def capped_explanations(a: Any, max_per_code: Optional[int]
-                        ) -> Tuple[set, Dict[str, int]]:
-    """Positions of the explanations to show (the first ``max_per_code``
-    of each code; None: all) and, per code, how many are left out: a
-    tree of 1000 cross-linked nodes says so once or twice, not 1000
-    times."""
+def first_per_code(items: Sequence[Any], max_per_code: Optional[int]
+                   ) -> Tuple[List[int], Dict[str, int]]:
+    """Positions of the ``items`` (findings or explanations: anything
+    with a ``code``) to show - the first ``max_per_code`` of each code;
+    None: all - and, per code, how many are left out: a tree of 1000
+    cross-linked nodes says so once or twice, not 1000 times."""
     seen: Dict[str, int] = {}
-    keep = set()
+    keep: List[int] = []
     left: Dict[str, int] = {}
-    for k, e in enumerate(a.explanations):
-        n = seen.get(e.code, 0)
-        seen[e.code] = n + 1
+    for k, x in enumerate(items):
+        n = seen.get(x.code, 0)
+        seen[x.code] = n + 1
         if max_per_code is None or n < max_per_code:
-            keep.add(k)
+            keep.append(k)
         else:
-            left[e.code] = left.get(e.code, 0) + 1
+            left[x.code] = left.get(x.code, 0) + 1
     return keep, left
 FENCE = "```"
 
@@ -431,7 +431,7 @@ def render(a: Any, width: int = WIDTH, max_lines: int = MAX_LINES,
         SEVERITY_RANK.get(groups[c][0].severity, 9),
         a.findings.index(groups[c][0])))
     done = set()
-    keep, _left = capped_explanations(a, MAX_EXPLANATIONS)
+    keep = set(first_per_code(a.explanations, MAX_EXPLANATIONS)[0])
     for code in order:
         lines.append("")
         lines.extend(group_lines(a, code, groups[code], width, max_lines,

@@ -14,10 +14,10 @@ target    path /mnt/xfs/big64  inode 0xffff888006e6dd38  i_ino 131
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence
 
 from .. import fmt
-from .chat import (addr_fn, capped_explanations, counts, orders_phrase,
+from .chat import (addr_fn, counts, first_per_code, orders_phrase,
                    pages_phrase, regroup, value_str, verdict_line)
 
 HEADERS = ("severity", "code", "node", "slot", "index", "folio",
@@ -87,23 +87,6 @@ def _cell_slots(f) -> str:
     return fmt.slot_list(slots)
 
 
-def shown(a: Any, max_per_code: Optional[int] = MAX_ROWS_PER_CODE
-          ) -> Tuple[List[int], Dict[str, int]]:
-    """Positions of the findings the table shows (the first
-    ``max_per_code`` of each code) and, per code, how many are left out."""
-    seen: Dict[str, int] = {}
-    keep: List[int] = []
-    left: Dict[str, int] = {}
-    for i, f in enumerate(a.findings):
-        n = seen.get(f.code, 0)
-        seen[f.code] = n + 1
-        if max_per_code is None or n < max_per_code:
-            keep.append(i)
-        else:
-            left[f.code] = left.get(f.code, 0) + 1
-    return keep, left
-
-
 def rows(a: Any, grouped: bool = False,
          which: Optional[Sequence[int]] = None) -> List[List[str]]:
     """One row per finding (those at positions ``which``, default all),
@@ -140,7 +123,7 @@ def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
     out.extend(header_lines(a, grouped))
     if a.findings:
         out.append("")
-        keep, left = shown(a, max_per_code)
+        keep, left = first_per_code(a.findings, max_per_code)
         out.append(tabulate(rows(a, grouped, keep), headers=HEADERS,
                             tablefmt=tablefmt, disable_numparse=True,
                             showindex=[i + 1 for i in keep]))
@@ -157,11 +140,9 @@ def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
     if a.explanations:
         out.append("")
         out.append("explanations:")
-        keep, left = capped_explanations(a, max_per_code and
-                                         MAX_EXPLANATIONS_PER_CODE)
-        for k, e in enumerate(a.explanations):
-            if k not in keep:
-                continue
+        keep, left = first_per_code(a.explanations, max_per_code and
+                                    MAX_EXPLANATIONS_PER_CODE)
+        for e in (a.explanations[k] for k in keep):
             refs = ",".join("#%d" % (i + 1) for i in e.findings)
             out.append("  %s (findings %s)" % (e.code, refs or "-"))
             for ln in e.lines:
