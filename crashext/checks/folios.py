@@ -11,6 +11,7 @@ a tail, and ``mapping->nrpages`` is the sum of ``folio_nr_pages()``.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Iterator, List, Optional, Tuple
 
 from ..findings import Finding
@@ -268,6 +269,7 @@ def _plain_order0(ctx: CheckContext, mapping: int) -> Optional[int]:
 _EVEN = bytes(range(0, 256, 2))
 
 
+@lru_cache(maxsize=None)
 def _ok_bytes(mask: int) -> bytes:
     """The byte values without ``mask``'s bit."""
     return bytes(b for b in range(256) if not b & mask)

@@ -10,6 +10,7 @@ siblings of the same value in between.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Dict, Iterator, List, Tuple
 
 from ..findings import Finding
@@ -35,11 +36,16 @@ _TARGET_CODE = {
 }
 
 
+@lru_cache(maxsize=None)
+def _siblings(chunk: int) -> frozenset:
+    """Every value the check takes for a sibling entry (4k+2 <= 4096)."""
+    return frozenset(E.xa_mk_sibling(k) for k in range(min(chunk - 1, 1024)))
+
+
 def check(ctx: CheckContext) -> Iterator[Finding]:
     chunk = ctx.layout.chunk_size
     kind_of = E.kind_of
-    # Every value the test below takes for a sibling (4k+2 <= 4096).
-    sibs = frozenset(E.xa_mk_sibling(k) for k in range(min(chunk - 1, 1024)))
+    sibs = _siblings(chunk)
     for n in ctx.walk.nodes:
         slots = n.slots
         if sibs.isdisjoint(slots):
