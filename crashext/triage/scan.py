@@ -389,7 +389,7 @@ def _path_of(mem: Memory, inode: Optional[int]) -> str:
         return ""
     try:
         return inode_path(mem, inode) or ""
-    except CrashextError:
+    except Exception:           # CrashextError, or a bug on garbage bytes
         return ""
 
 
