@@ -320,3 +320,45 @@ def test_without_dotted_members(lab):
         inode = vfs.lookup_path(p, f["path"])
         assert inode == int(f["inode"], 16)
         assert vfs.inode_path(p, inode) == f["path"]
+
+
+# ------------------------------------------------- mutated dentries
+def test_mutated_dcache_never_raises_anything_else(lab):
+    """Random 8-byte words written over the dentries, inodes and mount of
+    a real path (and the mount hash bucket heads): lookup_path and
+    inode_path return a value or raise one CrashextError line - no other
+    exception, no hang."""
+    import random
+    import time
+    from drgn.helpers.linux.fs import path_lookup
+    m, mem = lab
+    f = [x for x in m["files"] if x["path"] == "/mnt/xfs/big200"][0]
+    objs = []
+    for p in ("/", "/mnt", "/mnt/xfs", "/mnt/xfs/big200"):
+        pth = path_lookup(mem.prog, p)
+        objs += [(pth.dentry.value_(), 192),
+                 (pth.dentry.d_inode.value_(), 64),
+                 (pth.mnt.value_() - 32, 128)]
+    table = mem.symbol("mount_hashtable")
+    if table:
+        objs.append((mem.read_u64(table), 4096))
+    rnd = random.Random(20261126)
+    words = (0, 1, 0xdead000000000000, 0xffffffffffffffff)
+    for _ in range(300):
+        pm = PatchedMemory(mem)
+        for _k in range(rnd.randint(1, 4)):
+            base, size = rnd.choice(objs)
+            addr = base + 8 * rnd.randrange(size // 8)
+            val = rnd.choice(words + (rnd.choice(objs)[0],
+                                      rnd.getrandbits(64),
+                                      mem.read_u64(addr) ^ (1 << rnd.randrange(64))))
+            pm.patch_u64(addr, val)
+        plain = Plain(pm)
+        t0 = time.perf_counter()
+        for call in (lambda: vfs.lookup_path(plain, f["path"]),
+                     lambda: vfs.inode_path(plain, int(f["inode"], 16))):
+            try:
+                call()
+            except CrashextError as e:
+                assert "\n" not in str(e)
+        assert time.perf_counter() - t0 < 5
