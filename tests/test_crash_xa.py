@@ -431,7 +431,9 @@ def test_without_pykdumppath_register_makes_an_alias(crash):
             % line.split(None, 2)[2]
     crash.standin_define_command("alias", alias)
     out = crash.standin_epython(REGISTER).partition(TIMING)[0]
-    assert calls == ["alias xa epython %s" % SHIM]
+    dirs = os.environ.get("CRASHEXT_PATH")
+    assert calls == ["alias xa epython %s" % SHIM
+                     + (" --crashext-path %s" % dirs if dirs else "")]
     assert "alias of epython %s" % SHIM in out and out.count("\n") == 1
     assert "xa" not in crash.standin_registrations()
     # what the alias runs: the shim by absolute path, no search
@@ -439,6 +441,40 @@ def test_without_pykdumppath_register_makes_an_alias(crash):
     via_alias = crash.standin_command("epython %s check %s" % (SHIM, t))
     session(crash, d)
     assert via_alias.partition(TIMING)[0] == xa(crash, "xa check %s" % t)[0]
+
+
+def test_alias_carries_the_dependency_dirs(crash, monkeypatch, tmp_path):
+    """The alias route does not rely on os.environ lasting between epython
+    runs: the alias line carries --crashext-path DIRS, and the shim puts
+    them on sys.path before anything else (then runs the rest as usual)."""
+    d = _dump("6.1")
+    session(crash, d, pykdumppath=(), register=False)
+    calls = []
+
+    def alias(line):
+        calls.append(line)
+        return ""
+    crash.standin_define_command("alias", alias)
+    extra = tmp_path / "deps"
+    extra.mkdir()
+    monkeypatch.delenv("CRASHEXT_PATH", raising=False)
+    crash.standin_epython(REGISTER, "--path", str(extra))
+    assert calls == ["alias xa epython %s --crashext-path %s"
+                     % (SHIM, extra)]
+    # a later epython run that lost the environment (the stand-in, like
+    # a fresh interpreter, also restores sys.path after every script)
+    monkeypatch.delenv("CRASHEXT_PATH", raising=False)
+    added = []
+    real_setup = xacrash.setup_path
+    monkeypatch.setattr(xacrash, "setup_path",
+                        lambda extra=(): added.append(list(extra))
+                        or real_setup(extra))
+    t = d.targets[0]
+    out = crash.standin_command("epython %s --crashext-path %s check %s"
+                                % (SHIM, extra, t)).partition(TIMING)[0]
+    assert added == [[str(extra)]]
+    session(crash, d)
+    assert out == xa(crash, "xa check %s" % t)[0]
 
 
 def test_registered_without_shim_on_path_cannot_run(crash):

@@ -41,6 +41,10 @@ NAME = "xa"
 #: from its ``--path`` argument (os.environ lives as long as crash) or by
 #: the crash-xa wrapper.
 ENV_PATH = "CRASHEXT_PATH"
+#: Shim option (first in argv) carrying those directories, for the alias
+#: route: ``alias xa epython /abs/xa.py --crashext-path DIRS`` works even
+#: if os.environ did not last between epython runs.
+PATH_OPT = "--crashext-path"
 #: Marker line in the shim (to tell our xa.py from someone else's).
 SHIM_MARK = "crashext-xa-shim"
 
@@ -85,6 +89,16 @@ def setup_path(extra: Sequence[str] = ()) -> List[str]:
             sys.path.append(d)
             added.append(d)
     return added
+
+
+def alias_line() -> str:
+    """The crash ``alias`` that runs the shim by absolute path, carrying
+    the ``CRASHEXT_PATH`` directories in its arguments."""
+    line = "alias %s epython %s" % (NAME, shim_path())
+    dirs = os.environ.get(ENV_PATH, "")
+    if dirs:
+        line += " %s %s" % (PATH_OPT, dirs)
+    return line
 
 
 def _is_ours(path: str) -> bool:
@@ -176,7 +190,7 @@ def register_main(argv: Sequence[str]) -> int:
                 _say("crashext %s: 'xa' registered (help xa)" % __version__)
             return 0
         return 1                            # crash printed why
-    line = "alias %s epython %s" % (NAME, shim_path())
+    line = alias_line()
     try:
         out = crash.exec_crash_command(line)
         ok = "cannot" not in str(out) and "invalid" not in str(out)
@@ -197,7 +211,12 @@ def register_main(argv: Sequence[str]) -> int:
 def shim_main(argv: Sequence[str]) -> int:
     """Body of the shim: ``xa ARGV`` on the crash session's dump."""
     global last_status
-    setup_path()
+    argv = list(argv)
+    extra: List[str] = []
+    if argv[:1] == [PATH_OPT] and len(argv) > 1:      # the alias route
+        extra = [d for d in argv[1].split(os.pathsep) if d]
+        argv = argv[2:]
+    setup_path(extra)
     try:
         from ..backends.pykdump import PykdumpMemory
         from ..frontdoor import EXIT_FAILED, run_xa
