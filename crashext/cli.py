@@ -339,10 +339,13 @@ def folio(vmcore, vmlinux, snapshot, debug, via, addresses):
 @click.option("--force", is_flag=True, help="Redo finished dumps.")
 @click.option("--retry-errors", is_flag=True,
               help="Redo dumps whose result is an error.")
+@click.option("--no-png", is_flag=True,
+              help="Do not draw each dump's worst tree (p-<hash>.png next "
+                   "to the results; needs Pillow).")
 @click.option("--format", "-f", "fmt", default="md", show_default=True,
               type=click.Choice(("md", "json")), help="Report form.")
 def triage(inputs, out_dir, debug_dirs, workers, engine, no_slab, force,
-           retry_errors, fmt):
+           retry_errors, no_png, fmt):
     """Analyse many vmcores in parallel; group them by signature.
 
     INPUTS: dump files, directories of dumps or lab runs, manifest.json
@@ -354,7 +357,7 @@ def triage(inputs, out_dir, debug_dirs, workers, engine, no_slab, force,
         res = batch.triage(list(inputs), out_dir, workers=workers,
                            engine=engine, debug_dirs=list(debug_dirs),
                            slab=not no_slab, force=force,
-                           retry_errors=retry_errors,
+                           retry_errors=retry_errors, png=not no_png,
                            log=lambda line: click.echo(line, err=True))
         click.echo(report.report(out_dir, fmt), nl=False)
     except (CrashextError, ValueError, OSError) as e:

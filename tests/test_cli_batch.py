@@ -76,3 +76,42 @@ def test_scan_without_a_dump_is_one_line():
     assert r.output.strip() == ("crashext: error: no dump given: use "
                                 "--vmcore FILE [--vmlinux FILE] or "
                                 "--snapshot FILE")
+
+
+def test_triage_draws_the_worst_tree_and_the_report_shows_it(tmp_path):
+    """A corrupted dump: its worst tree drawn next to the results
+    (p-<hash>.png), named in the result, referenced once in the Markdown
+    report under a signature of that tree, within 60 columns; a clean dump
+    gets no picture; --no-png draws nothing."""
+    pytest.importorskip("drgn")
+    PIL = pytest.importorskip("PIL.Image")
+    m, clean_path = lab_dump("6.1")
+    from tests.lab import plant, scenarios
+    path, _tp, truth = plant.make_planted("6.1", ["seed"])
+    debug = os.path.dirname(m["vmlinux"])
+    out = tmp_path / "out"
+    r = _run(["triage", path, clean_path, "-o", str(out), "-d", debug,
+              "-j", "1", "--engine", "inline", "--no-slab"])
+    assert r.exit_code == 1, r.output
+    pics = sorted(out.glob("p-*.png"))
+    assert len(pics) == 1                  # the clean dump has none
+    res = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    drawn = [x for x in res if x.get("picture")]
+    assert len(drawn) == 1 and drawn[0]["dump"] == path
+    pic = drawn[0]["picture"]
+    assert pic["file"] == pics[0].name
+    assert truth["cases"][0]["file"] in pic["tree"]     # /mnt/xfs/big200
+    img = PIL.open(str(pics[0]))
+    assert img.size[0] == 1080 and img.size[1] > 400
+    md = _run(["report", str(out)]).output
+    refs = [ln for ln in md.splitlines() if ln.startswith("![")]
+    assert refs == ["![%s](%s)" % (pic["tree"], pics[0].name)]
+    assert max(len(ln) for ln in md.splitlines()) <= 60
+    # under a signature of that tree: the seed's duplicated folio
+    before = md.split(refs[0])[0]
+    assert before.rsplit("## ", 1)[1].startswith("DUP_FOLIO order-4")
+    # --no-png
+    out2 = tmp_path / "out2"
+    _run(["triage", path, "-o", str(out2), "-d", debug, "-j", "1",
+          "--engine", "inline", "--no-slab", "--no-png"])
+    assert list(out2.glob("p-*.png")) == []

@@ -35,6 +35,7 @@ Workers share nothing; the parent only collects one-line summaries.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -278,6 +279,44 @@ def result_name(dump: str) -> str:
     return "%s__%s.json" % (s[:150], h)
 
 
+def picture_name(dump: str) -> str:
+    """File name of a dump's picture: short, so a Markdown line that
+    references it stays within 60 columns (``p-<hash10>.png``)."""
+    real = os.path.realpath(dump)
+    return "p-%s.png" % hashlib.sha1(real.encode()).hexdigest()[:10]
+
+
+def _picture(mem: Any, res: Dict[str, Any], job: Dict[str, Any]) -> None:
+    """Draw the dump's worst tree (the first ranked row with findings)
+    next to its result file: ``res["picture"]`` = {file, tree} or
+    {error}.  No Pillow, or a tree that cannot be drawn, is said there;
+    it never makes the dump an error."""
+    from ..memory import CrashextError
+    from .scan import ScanRow, row_target
+    top = [r for r in (res.get("scan") or {}).get("top", [])
+           if r.get("kind") in ("inode", "swap")
+           and r.get("verdict") in ("corrupt", "suspect")]
+    if not top:
+        return
+    names = {f.name for f in dataclasses.fields(ScanRow)}
+    row = ScanRow(**{k: v for k, v in top[0].items() if k in names})
+    out = os.path.join(os.path.dirname(job["out"]),
+                       picture_name(job["dump"]))
+    try:
+        from ..analyze import analyze
+        from ..render.png import render_png
+        a = analyze(mem, row_target(row))
+        tmp = out + ".tmp.png"
+        render_png(a, tmp)
+        os.replace(tmp, out)
+        res["picture"] = {"file": os.path.basename(out), "tree": row.name}
+    except CrashextError as e:
+        res["picture"] = {"error": _one_line(e), "tree": row.name}
+    except Exception as e:          # a drawing bug must not lose the dump
+        res["picture"] = {"error": "internal error: " + _one_line(e),
+                          "tree": row.name}
+
+
 def _stat(path: str) -> Dict[str, Any]:
     try:
         st = os.stat(path)
@@ -432,6 +471,11 @@ def _analyse(mem: Any, res: Dict[str, Any], job: Dict[str, Any]) -> None:
     order = ("corrupt", "error", "suspect", "clean")
     res["verdict"] = min(verdicts, key=lambda v: order.index(v)
                          if v in order else 9)
+    if job.get("png", True):
+        t = time.time()
+        _picture(mem, res, job)
+        if "picture" in res:
+            secs["picture"] = round(time.time() - t, 3)
     if res["verdict"] == "error" and s["by_verdict"].get("error"):
         # Trees that could not be analysed do not make the dump an error.
         res["verdict"] = "suspect"
@@ -460,7 +504,8 @@ def triage(inputs: Union[PathLike, Iterable[Any]], out_dir: PathLike,
            debug_dirs: Union[None, PathLike, Sequence[PathLike]] = None,
            dump_names: Optional[Sequence[str]] = None, slab: bool = True,
            force: bool = False, retry_errors: bool = False,
-           log: Optional[LogFn] = _default_log) -> List[Dict[str, Any]]:
+           log: Optional[LogFn] = _default_log,
+           png: bool = True) -> List[Dict[str, Any]]:
     """Triage every dump of ``inputs`` into ``out_dir`` (one
     ``<name>.json`` per dump) with ``workers`` parallel workers.
 
@@ -468,7 +513,9 @@ def triage(inputs: Union[PathLike, Iterable[Any]], out_dir: PathLike,
     ``result`` (path), ``status`` ("done", "skipped", "error"),
     ``verdict``, ``error``, ``seconds``.  ``log`` gets one line per dump
     (None: quiet).  ``force`` redoes every dump; ``retry_errors`` redoes
-    those whose earlier result is an error.
+    those whose earlier result is an error.  ``png``: draw each dump's
+    worst tree next to its result (``p-<hash>.png``, needs Pillow; the
+    Markdown report shows it).
     """
     if engine not in ENGINES:
         raise ValueError("engine must be one of %s" % ", ".join(ENGINES))
@@ -489,6 +536,7 @@ def triage(inputs: Union[PathLike, Iterable[Any]], out_dir: PathLike,
         j["out"] = os.path.join(out_dir, result_name(j["dump"]))
         j["debug_dirs"] = dd
         j["slab"] = slab
+        j["png"] = png
         prev = None if force else load_result(j["out"])
         if prev is not None and result_is_done(prev, j["dump"], retry_errors):
             summaries[i] = {"dump": j["dump"], "name": prev.get("name"),

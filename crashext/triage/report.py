@@ -193,11 +193,16 @@ def group(results: Union[str, Iterable[Any]]) -> Dict[str, Any]:
             if SEVERITY_RANK.get(g["severity"], 9) < \
                     SEVERITY_RANK.get(G["severity"], 9):
                 G["severity"] = g["severity"]
+            pic = r.get("picture") or {}
             G["dumps"].append({"name": name, "dump": r.get("dump"),
                                "release": r.get("release"),
                                "verdict": v, "count": g["count"],
                                "where": g["where"],
-                               "result": r.get("_result")})
+                               "result": r.get("_result"),
+                               # the dump's picture, when it shows a tree
+                               # of this signature
+                               "picture": pic.get("file")
+                               if pic.get("tree") in g["where"] else None})
             rel = r.get("release") or "?"
             G["releases"][rel] = G["releases"].get(rel, 0) + 1
     ordered = sorted(groups.values(), key=lambda G: (
@@ -230,6 +235,7 @@ def to_markdown(g: Dict[str, Any], width: int = WIDTH,
     bv = g["by_verdict"]
     L += _wrap(" · ".join("%s %d" % (v, bv[v]) for v in VERDICTS if bv.get(v))
                or "nothing triaged", width)
+    shown: set = set()
     for G in g["groups"]:
         L.append("")
         L += _wrap("## " + G["signature"], width)
@@ -246,6 +252,18 @@ def to_markdown(g: Dict[str, Any], width: int = WIDTH,
                                " x%d" % d["count"] if d["count"] > 1 else "",
                                ": " + where + more if where else "")
             L += _wrap(txt, width)
+        pics = [d for d in G["dumps"] if d.get("picture")
+                and d["picture"] not in shown]
+        if pics:
+            # Each picture once, under the first (most severe) signature
+            # it shows; its path is relative to the results directory.
+            p = pics[0]
+            shown.add(p["picture"])
+            room = width - len("![]()") - len(p["picture"])
+            alt = p["where"][0] if p["where"] else p["name"]
+            if len(alt) > room:
+                alt = alt[:max(room - 3, 0)] + "..."
+            L.append("![%s](%s)" % (alt, p["picture"]))
         if len(G["dumps"]) > max_dumps:
             L.append("- ... %d more" % (len(G["dumps"]) - max_dumps))
     if g["clean"]:
