@@ -26,7 +26,7 @@ always is).  Symlinks are not followed.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .memory import CrashextError, Memory, UnreadableMemory
 
@@ -63,34 +63,26 @@ def _u32(buf: bytes, off: int) -> int:
     return int.from_bytes(buf[off:off + 4], "little")
 
 
-class _Dentry:
+class _Dentry(NamedTuple):
     """The fields of one ``struct dentry`` the lookup uses."""
 
-    __slots__ = ("addr", "parent", "inode", "name", "next", "sb")
-
-    def __init__(self, addr: int, parent: int, inode: int, name: bytes,
-                 next_: int, sb: int) -> None:
-        self.addr = addr
-        self.parent = parent
-        self.inode = inode
-        self.name = name
-        self.next = next_          # next sibling link (raw pointer)
-        self.sb = sb
+    addr: int
+    parent: int
+    inode: int
+    name: bytes
+    next: int          # next sibling link (raw pointer)
+    sb: int
 
 
-class _Mount:
+class _Mount(NamedTuple):
     """The fields of one ``struct mount``."""
 
-    __slots__ = ("addr", "parent", "mountpoint", "root", "sb", "hash_next")
-
-    def __init__(self, addr: int, parent: int, mountpoint: int, root: int,
-                 sb: int, hash_next: int) -> None:
-        self.addr = addr
-        self.parent = parent
-        self.mountpoint = mountpoint
-        self.root = root
-        self.sb = sb
-        self.hash_next = hash_next
+    addr: int
+    parent: int
+    mountpoint: int
+    root: int
+    sb: int
+    hash_next: int
 
 
 class _Vfs:
