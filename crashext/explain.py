@@ -137,7 +137,9 @@ def explain(a: Any) -> List[Explanation]:
         nodes = {a.findings[i].node for i in sib}
         n_slots = sum(len(a.findings[i].slots) for i in sib)
         out.append(Explanation("STALE_SIBLINGS", [
-            "%d sibling slots in %d node(s) lack a valid" % (n_slots, len(nodes)),
+            "%d sibling slot%s in %d node%s lack%s a valid"
+            % (n_slots, "" if n_slots == 1 else "s", len(nodes),
+               "" if len(nodes) == 1 else "s", "s" if n_slots == 1 else ""),
             "canonical entry: stale siblings, as left",
             "by xas_split_alloc() in a node not zeroed"], sib))
     for i in by_code.get("FOLIO_MAPPING", []):
