@@ -26,7 +26,10 @@ import textwrap
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import fmt
-from ..findings import ERROR, INFO, SEVERITY_RANK, WARNING, Finding
+from ..findings import CODES, ERROR, INFO, SEVERITY_RANK, WARNING, Finding
+
+#: Position of each code in findings.CODES (grouped by what it says).
+_CODE_RANK = {c: i for i, c in enumerate(CODES)}
 
 WIDTH = 60
 MAX_LINES = 15
@@ -427,9 +430,15 @@ def render(a: Any, width: int = WIDTH, max_lines: int = MAX_LINES,
     for i, f in enumerate(a.findings):
         groups.setdefault(f.code, []).append(f)
         pos[i] = f.code
+    # Most severe first; within a severity, in the order of CODES (the
+    # telling evidence - duplicates, siblings, nodes - before its
+    # consequences such as NRPAGES), then by first appearance.
+    first = {}
+    for i, f in enumerate(a.findings):
+        first.setdefault(f.code, i)
     order = sorted(groups, key=lambda c: (
         SEVERITY_RANK.get(groups[c][0].severity, 9),
-        a.findings.index(groups[c][0])))
+        _CODE_RANK.get(c, len(_CODE_RANK)), first[c]))
     done = set()
     keep = set(first_per_code(a.explanations, MAX_EXPLANATIONS)[0])
     for code in order:
