@@ -54,12 +54,13 @@ HELP = """\
     capture -o FILE TARGET...
                          save everything the analysis read to a snapshot
                          file ("crashext check --snapshot FILE" anywhere)
-    scan                 every page-cache tree of the dump (slow)
+    scan                 every page-cache tree of the dump, worst first
     help                 this page; "xa COMMAND -h" lists its options
 
   TARGET is an inode, address_space, struct xarray, struct file or folio
   address in hex (0x optional); prefix inode:, mapping:, xarray:, file: or
-  folio: to force the kind.  Under drgn a path in the dump also works.
+  folio: to force the kind.  A path in the dump also works (found in the
+  dcache: the file must have been open or looked up recently).
 
     -f table|chat|json   output form (check, dump, scan)
     -o FILE              snapshot file to write (capture; --note TEXT adds
