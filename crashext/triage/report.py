@@ -26,6 +26,7 @@ import textwrap
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from ..findings import CODES, SEVERITY_RANK
+from .scan import row_name
 
 WIDTH = 60
 VERDICTS = ("corrupt", "error", "suspect", "clean")
@@ -107,7 +108,7 @@ def dump_signatures(res: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
         add(error_shape(res["error"]), "error", "")
         return out
     for row in (res.get("scan") or {}).get("top", []):
-        where = _row_name(row)
+        where = row_name(row)
         if row.get("kind") == "error" or row.get("verdict") == "error":
             add(error_shape(row.get("error", "")), "warning", where)
             continue
@@ -125,16 +126,6 @@ def dump_signatures(res: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
         add(finding_shape(f), f.get("severity") or
             _severity(f.get("code", "")), "slab")
     return out
-
-
-def _row_name(row: Dict[str, Any]) -> str:
-    if row.get("kind") == "swap":
-        return "swap%s:%s" % (row.get("swap_type"), row.get("i_ino"))
-    if row.get("kind") == "inode":
-        return "%s %s:%s%s" % (row.get("fs_type") or "?",
-                               row.get("s_id") or "?", row.get("i_ino"),
-                               " " + row["path"] if row.get("path") else "")
-    return row.get("where") or "scan"
 
 
 # ----------------------------------------------------------------------

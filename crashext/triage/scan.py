@@ -80,15 +80,8 @@ class ScanRow:
 
     @property
     def name(self) -> str:
-        """``xfs vda:134 /mnt/xfs/big200`` (the path on rows with
-        findings) / ``swap 0:2`` / the error's place."""
-        if self.kind == "swap":
-            return "swap %d:%d" % (self.swap_type or 0, self.i_ino or 0)
-        if self.kind == "inode":
-            return "%s %s:%s%s" % (self.fs_type or "?", self.s_id or "?",
-                                   self.i_ino,
-                                   " " + self.path if self.path else "")
-        return self.where or "scan"
+        """See :func:`row_name`."""
+        return row_name(self.__dict__)
 
     def summary(self) -> str:
         """One line (chat width is the renderer's business)."""
@@ -97,6 +90,21 @@ class ScanRow:
         codes = ", ".join("%s x%d" % kv for kv in sorted(self.codes.items()))
         return "%s: %s%s" % (self.name, self.verdict,
                              " (%s)" % codes if codes else "")
+
+
+def row_name(row: Dict[str, Any]) -> str:
+    """A tree's name, from a :class:`ScanRow` or its dict (a triage
+    result): ``xfs vda:134 /mnt/xfs/big200`` (the path on rows with
+    findings) / ``swap 0:2`` / the error's place."""
+    kind = row.get("kind")
+    if kind == "swap":
+        return "swap %d:%d" % (row.get("swap_type") or 0,
+                               row.get("i_ino") or 0)
+    if kind == "inode":
+        return "%s %s:%s%s" % (row.get("fs_type") or "?",
+                               row.get("s_id") or "?", row.get("i_ino"),
+                               " " + row["path"] if row.get("path") else "")
+    return row.get("where") or "scan"
 
 
 def finding_record(f: Any) -> Dict[str, Any]:
