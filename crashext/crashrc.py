@@ -26,7 +26,7 @@ import stat
 from typing import List, Optional
 
 from . import __version__
-from .crash import (ENV_PATH, NAME, PATH_OPT, package_root, progs_dir,
+from .crash import (ENV_PATH, NAME, alias_line, package_root, progs_dir,
                     register_script, shim_path)
 
 #: Where PyKdump's extension usually is (``crash`` also searches its
@@ -131,9 +131,7 @@ def crashrc_text(mpykdump: Optional[str] = None) -> str:
         % (NAME, NAME),
         "# and crash drops an alias when a command of that name is "
         "registered):",
-        "#   alias %s epython %s%s" % (NAME, shim_path(),
-                                    " %s %s" % (PATH_OPT, os.pathsep.join(
-                                        extra)) if extra else ""),
+        "#   " + alias_line(os.pathsep.join(extra)),
     ]
     return "\n".join(lines) + "\n"
 

@@ -91,11 +91,13 @@ def setup_path(extra: Sequence[str] = ()) -> List[str]:
     return added
 
 
-def alias_line() -> str:
+def alias_line(dirs: Optional[str] = None) -> str:
     """The crash ``alias`` that runs the shim by absolute path, carrying
-    the ``CRASHEXT_PATH`` directories in its arguments."""
+    ``dirs`` (default: the ``CRASHEXT_PATH`` directories) in its
+    arguments."""
     line = "alias %s epython %s" % (NAME, shim_path())
-    dirs = os.environ.get(ENV_PATH, "")
+    if dirs is None:
+        dirs = os.environ.get(ENV_PATH, "")
     if dirs:
         line += " %s %s" % (PATH_OPT, dirs)
     return line
