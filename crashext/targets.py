@@ -142,9 +142,6 @@ def resolve_target(mem: Memory, lay: Layout, spec: str) -> Target:
     try:
         return _resolve(probe, lay, spec)
     except CrashextError as e:
-        if probe.failed and str(e) == "cannot read memory at 0x%x" \
-                % probe.failed[0].addr and probe.failed[0].reason:
-            raise CrashextError("%s: %s" % (e, probe.failed[0].reason))
         if probe.failed and "cannot read" not in str(e):
             f = probe.failed[0]
             raise CrashextError("%s (while checking, memory at 0x%x was "
@@ -183,8 +180,11 @@ def _resolve(mem: Memory, lay: Layout, spec: str) -> Target:
                                 % (k, ", ".join(KINDS[:-1])))
         kind, spec = k, rest
     addr = parse_address(spec)
-    if _u64(mem, addr) is None:
-        raise CrashextError("cannot read memory at 0x%x" % addr)
+    try:
+        mem.read_u64(addr)
+    except UnreadableMemory as e:
+        raise CrashextError("cannot read memory at 0x%x%s" % (
+            addr, ": " + e.reason if e.reason else "")) from None
 
     if kind in (None, "inode"):
         m = _u64(mem, addr + lay.inode_i_mapping)
