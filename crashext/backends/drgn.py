@@ -18,8 +18,6 @@ import drgn
 from ..memory import KERNEL_MIN, CrashextError, Memory, UnreadableMemory
 
 
-
-
 class DrgnMemory(Memory):
     """Memory and debug info read through drgn."""
 

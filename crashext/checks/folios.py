@@ -23,7 +23,6 @@ from . import CheckContext, ino_of_mapping
 _ODD = (1).__and__
 
 
-
 def check(ctx: CheckContext) -> Iterator[Finding]:
     # Swap cache folios keep anon_vma in ->mapping and the VMA offset in
     # ->index: only the page cache has the mapping/index invariants.

@@ -55,6 +55,8 @@ def first_per_code(items: Sequence[Any], max_per_code: Optional[int]
         else:
             left[x.code] = left.get(x.code, 0) + 1
     return keep, left
+
+
 FENCE = "```"
 
 # Finding codes whose int expected/found values are raw entries or
@@ -427,50 +429,43 @@ def render(a: Any, width: int = WIDTH, max_lines: int = MAX_LINES,
                           and a.target.label in vl))
     groups: Dict[str, List[Finding]] = {}
     pos: Dict[int, str] = {}
+    first: Dict[str, int] = {}
     for i, f in enumerate(a.findings):
         groups.setdefault(f.code, []).append(f)
         pos[i] = f.code
+        first.setdefault(f.code, i)
     # Most severe first; within a severity, in the order of CODES (the
     # telling evidence - duplicates, siblings, nodes - before its
     # consequences such as NRPAGES), then by first appearance.
-    first = {}
-    for i, f in enumerate(a.findings):
-        first.setdefault(f.code, i)
     order = sorted(groups, key=lambda c: (
         SEVERITY_RANK.get(groups[c][0].severity, 9),
         _CODE_RANK.get(c, len(_CODE_RANK)), first[c]))
-    done = set()
     keep = set(first_per_code(a.explanations, MAX_EXPLANATIONS)[0])
+    left = set(range(len(a.explanations)))
+
+    def explanations(ks: List[int], head: str) -> None:
+        """The explanations at ``ks`` (those over the cap counted)."""
+        hidden: Dict[str, int] = {}
+        for k in ks:
+            e = a.explanations[k]
+            left.discard(k)
+            if k not in keep:
+                hidden[e.code] = hidden.get(e.code, 0) + 1
+                continue
+            lines.append(head % e.code)
+            lines.extend(" " + (regroup(ln) if grouped else ln)
+                         for ln in e.lines)
+        lines.extend("=> %d more %s, same reasoning" % (n, c)
+                     for c, n in hidden.items())
+
     for code in order:
         lines.append("")
         lines.extend(group_lines(a, code, groups[code], width, max_lines,
                                  addr))
-        hidden: Dict[str, int] = {}
-        for k, e in enumerate(a.explanations):
-            if k in done:
-                continue
-            if any(pos.get(i) == code for i in e.findings):
-                done.add(k)
-                if k not in keep:
-                    hidden[e.code] = hidden.get(e.code, 0) + 1
-                    continue
-                lines.append("=> why (%s):" % e.code)
-                for ln in e.lines:
-                    lines.append(" " + (regroup(ln) if grouped else ln))
-        lines.extend("=> %d more %s, same reasoning" % (n, c)
-                     for c, n in hidden.items())
-    hidden = {}
-    for k, e in enumerate(a.explanations):
-        if k in done:
-            continue
-        if k not in keep:
-            hidden[e.code] = hidden.get(e.code, 0) + 1
-            continue
-        lines.append("=> %s:" % e.code)
-        lines.extend(" " + (regroup(ln) if grouped else ln)
-                     for ln in e.lines)
-    lines.extend("=> %d more %s, same reasoning" % (n, c)
-                 for c, n in hidden.items())
+        explanations([k for k in sorted(left) if any(
+            pos.get(i) == code for i in a.explanations[k].findings)],
+            "=> why (%s):")
+    explanations(sorted(left), "=> %s:")
     for n in a.notes:
         lines.append("note: " + (regroup(n) if grouped else n))
     lines = wrap_lines(lines, width)
