@@ -318,3 +318,21 @@ def test_engine_modules_need_no_drgn_or_click(mod):
             "sys.modules['click'] = None; sys.path.insert(0, %r); "
             "import crashext.triage.%s" % (root, mod))
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_report_names_trees_as_scan_does():
+    """The report's tree names are the scan's own (so a triage picture,
+    named after a ScanRow, is found under its signature), swap included."""
+    from crashext.triage.scan import ScanRow
+    rows = [ScanRow("swap", "corrupt", swap_type=0, i_ino=2,
+                    codes={"NRPAGES": 1},
+                    findings=[{"code": "NRPAGES", "severity": "error"}]),
+            ScanRow("inode", "corrupt", i_ino=132, fs_type="xfs",
+                    s_id="vda", path="/mnt/xfs/big200",
+                    codes={"NRPAGES": 1},
+                    findings=[{"code": "NRPAGES", "severity": "error"}])]
+    res = {"dump": "/d", "verdict": "corrupt",
+           "scan": {"top": [r.to_dict() for r in rows]}}
+    where = report.dump_signatures(res)["NRPAGES"]["where"]
+    assert where == [r.name for r in rows] == \
+        ["swap 0:2", "xfs vda:132 /mnt/xfs/big200"]
