@@ -69,6 +69,9 @@ class Analysis:
     stats: Stats
     notes: List[str] = field(default_factory=list)
     layout: Optional[Layout] = None
+    #: How a live tree was judged (crashext.stable.Stability); None for
+    #: a dump.
+    stability: Optional[Any] = None
 
     @property
     def errors(self) -> List[Finding]:
@@ -76,7 +79,12 @@ class Analysis:
 
     @property
     def verdict(self) -> str:
-        """``corrupt`` (any error), ``suspect`` (warnings only), ``clean``."""
+        """``corrupt`` (any error), ``suspect`` (warnings only), ``clean``;
+        on a live kernel also ``changing`` (findings whose evidence kept
+        changing and none confirmed: not judged)."""
+        st = self.stability
+        if st is not None and not st.judged:
+            return "changing"
         if self.errors:
             return "corrupt"
         if self.findings:
@@ -169,9 +177,14 @@ def _folio_addrs(w: Walk) -> List[int]:
 
 
 def analyze(mem: Memory, target: Union[str, Target],
-            max_nodes: int = MAX_NODES) -> Analysis:
+            max_nodes: int = MAX_NODES,
+            policy: Optional[Any] = None) -> Analysis:
     """Analyse one tree.  ``target`` is a spec for
     :func:`crashext.targets.resolve_target` or a resolved Target.
+
+    On a live kernel (``mem.live()``) the walk is repeated until every
+    finding rests on stable evidence (:mod:`crashext.stable`; ``policy``
+    is its :class:`~crashext.stable.LivePolicy`).
 
     Raises :class:`crashext.memory.CrashextError` (one-line message) when
     the tree cannot be analysed at all: bad target, unreadable header,
@@ -182,10 +195,27 @@ def analyze(mem: Memory, target: Union[str, Target],
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
+        if is_live(mem):
+            from .stable import analyze_stable
+            lay = layout_for(mem)
+            if not isinstance(target, Target):
+                target = resolve_target(mem, lay, target)
+            return analyze_stable(
+                mem, lay, target, lambda t: _analyze(mem, t, max_nodes),
+                policy)
         return _analyze(mem, target, max_nodes)
     finally:
         if gc_was_on:
             gc.enable()
+
+
+def is_live(mem: Any) -> bool:
+    """``mem`` is a running kernel (a Memory whose ``live()`` says so)."""
+    live = getattr(mem, "live", None)
+    try:
+        return bool(live()) if callable(live) else False
+    except Exception:
+        return False
 
 
 def _analyze(mem: Memory, target: Union[str, Target],

@@ -22,11 +22,36 @@ def _fail(msg: str) -> None:
     click.echo("crashext: error: %s" % msg.replace("\n", " "), err=True)
 
 
+def is_kcore(path: Optional[str]) -> bool:
+    """``path`` is the running kernel's ``/proc/kcore``."""
+    if not path:
+        return False
+    try:
+        return os.path.realpath(path) == "/proc/kcore"
+    except (OSError, ValueError):
+        return False
+
+
 def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
-                snapshot: Optional[str], whole_dump: str = "") -> Memory:
+                snapshot: Optional[str], whole_dump: str = "",
+                live: bool = False) -> Memory:
     """The backend for the given source options.  ``whole_dump`` names a
     command that needs the whole dump (a snapshot holds only the trees
-    it captured)."""
+    it captured).  ``live`` (or ``--vmcore /proc/kcore``) opens the
+    running kernel (drgn, /proc/kcore; debug info where the
+    distribution puts it for ``uname -r``, or ``vmlinux``)."""
+    if live or is_kcore(vmcore):
+        if snapshot:
+            raise CrashextError("--live reads the running kernel: give no "
+                                "--snapshot")
+        if vmcore and not is_kcore(vmcore):
+            raise CrashextError("--live reads the running kernel "
+                                "(/proc/kcore): give no --vmcore %s" % vmcore)
+        try:
+            from .backends.drgn import DrgnMemory
+        except ImportError:
+            raise CrashextError("drgn is not installed: pip install drgn")
+        return DrgnMemory.open_live(vmlinux)
     if snapshot and vmcore:
         raise CrashextError("give either --vmcore or --snapshot, not both")
     if snapshot and whole_dump:
@@ -105,17 +130,22 @@ def _guarded(debug: bool, body: Callable[[], int]) -> int:
 
 
 def _run(command: str, vmcore, vmlinux, snapshot, targets, fmt,
-         png: Optional[str] = None, debug: bool = False, **opts) -> int:
+         png: Optional[str] = None, debug: bool = False, live: bool = False,
+         **opts) -> int:
     """Analyse every target; print; return the exit code."""
 
     def body() -> int:
-        mem = open_memory(vmcore, vmlinux, snapshot)
+        mem = open_memory(vmcore, vmlinux, snapshot, live=live)
         return frontdoor.analyze_targets(mem, command, _targets(mem, targets),
                                          fmt, _ClickReporter(), png, **opts)
     return _guarded(debug, body)
 
 
 def source_options(f: Callable) -> Callable:
+    f = click.option("--live", is_flag=True,
+                     help="The running kernel (/proc/kcore, as root; debug "
+                          "info found for uname -r): findings only on "
+                          "evidence that holds when read again.")(f)
     f = click.option("--debug", is_flag=True, hidden=True,
                      help="Show Python tracebacks.")(f)
     f = click.option("--snapshot", "-s", metavar="FILE",
@@ -150,10 +180,10 @@ def main() -> None:
 @format_option("table")
 @click.option("--png", metavar="FILE", help="Also draw the broken node(s).")
 @click.argument("targets", nargs=-1)
-def check(vmcore, vmlinux, snapshot, debug, fmt, png, targets):
+def check(vmcore, vmlinux, snapshot, debug, live, fmt, png, targets):
     """Walk TARGET's i_pages, run every check, print the findings."""
     sys.exit(_run("check", vmcore, vmlinux, snapshot, targets, fmt, png,
-                  debug))
+                  debug, live))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -162,11 +192,11 @@ def check(vmcore, vmlinux, snapshot, debug, fmt, png, targets):
 @click.option("--grouped", is_flag=True,
               help="Write addresses as ffff8880_0a3c4000.")
 @click.argument("targets", nargs=-1)
-def chat(vmcore, vmlinux, snapshot, debug, png, grouped, targets):
+def chat(vmcore, vmlinux, snapshot, debug, live, png, grouped, targets):
     """A chat-ready summary (60 columns, verdict first)."""
     opts = frontdoor.render_opts("chat", "chat", grouped=grouped)
     sys.exit(_run("chat", vmcore, vmlinux, snapshot, targets, "chat", png,
-                  debug, **opts))
+                  debug, live, **opts))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -175,11 +205,11 @@ def chat(vmcore, vmlinux, snapshot, debug, png, grouped, targets):
 @click.option("--flat", is_flag=True,
               help="One line per entry: index folio order.")
 @click.argument("targets", nargs=-1)
-def dump(vmcore, vmlinux, snapshot, debug, fmt, flat, targets):
+def dump(vmcore, vmlinux, snapshot, debug, live, fmt, flat, targets):
     """List TARGET's tree: nodes and multi-index entries."""
     opts = frontdoor.render_opts("dump", fmt, flat=flat)
     sys.exit(_run("dump", vmcore, vmlinux, snapshot, targets, fmt, None,
-                  debug, **opts))
+                  debug, live, **opts))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -188,11 +218,11 @@ def dump(vmcore, vmlinux, snapshot, debug, fmt, flat, targets):
               help="Snapshot file to write.")
 @click.option("--note", default="", help="Free text stored in the file.")
 @click.argument("targets", nargs=-1, required=True)
-def capture(vmcore, vmlinux, snapshot, debug, output, note, targets):
+def capture(vmcore, vmlinux, snapshot, debug, live, output, note, targets):
     """Save what the analysis of TARGET(s) read, for analysis anywhere."""
     sys.exit(_guarded(debug, lambda: frontdoor.capture(
-        open_memory(vmcore, vmlinux, snapshot), targets, output, note,
-        _ClickReporter())))
+        open_memory(vmcore, vmlinux, snapshot, live=live), targets, output,
+        note, _ClickReporter())))
 
 
 @main.command()
@@ -251,8 +281,11 @@ def _progress_bar():
 
 @main.command()
 @source_options
-@click.option("--format", "-f", "fmt", default="table", show_default=True,
-              type=click.Choice(("table", "json")), help="Output form.")
+@click.option("--format", "-f", "fmt", default=None,
+              type=click.Choice(("table", "json", "jsonl")),
+              help="Output form: table (default), json, or jsonl (one JSON "
+                   "line per tree, then a summary line; default with "
+                   "--live).")
 @click.option("--all", "include_clean", is_flag=True,
               help="List clean trees too.")
 @click.option("--fs", "fs_types", multiple=True, metavar="TYPE",
@@ -260,19 +293,53 @@ def _progress_bar():
                    "the swap cache).")
 @click.option("--slab", is_flag=True,
               help="Also walk every xa_node of the radix_tree_node slab "
-                   "(finds nodes no tree reaches).")
-def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, fs_types,
-         slab):
-    """Check every page cache of a dump, worst first."""
+                   "(finds nodes no tree reaches; not with --live).")
+@click.option("--max-seconds", type=float, default=0.0, show_default=True,
+              help="jsonl: stop after this much wall time (0: no limit).")
+@click.option("--max-cpu-seconds", type=float, default=0.0,
+              show_default=True,
+              help="jsonl: stop after this much CPU time (0: no limit).")
+@click.option("--cpu-percent", type=float, default=None,
+              help="jsonl: pause between trees to use at most this share "
+                   "of one CPU (default 50 with --live, else 100).")
+@click.option("--nice", type=int, default=None,
+              help="jsonl: run at this niceness (default 19 with --live).")
+def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean,
+         fs_types, slab, max_seconds, max_cpu_seconds, cpu_percent, nice):
+    """Check every page cache of a dump or of the running kernel
+    (--live), worst first.
+
+    \b
+    Fleet job (exit 0 clean, 1 findings, 2 could not analyse):
+      crashext scan --live --max-seconds 300 > scan.jsonl
+    """
 
     def body() -> int:
-        mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan")
-        status = frontdoor.scan(mem, _ClickReporter(), fmt, include_clean,
-                                fs_types, progress=_progress_bar())
+        mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan",
+                          live=live)
+        is_live = mem.live()
+        if slab and is_live:
+            raise CrashextError("--slab is not supported with --live: a "
+                                "running kernel allocates and frees "
+                                "xa_nodes while the slab is walked")
+        form = fmt or ("jsonl" if is_live else "table")
+        if form == "jsonl":
+            from .triage.fleet import Budget, fleet_scan
+            budget = Budget(
+                max_seconds=max_seconds, max_cpu_seconds=max_cpu_seconds,
+                cpu_percent=(cpu_percent if cpu_percent is not None
+                             else 50.0 if is_live else 100.0),
+                nice=nice if nice is not None else 19 if is_live else 0)
+            status = fleet_scan(mem, lambda line: click.echo(line, nl=False),
+                                budget, include_clean, fs_types or None)
+        else:
+            status = frontdoor.scan(mem, _ClickReporter(), form,
+                                    include_clean, fs_types,
+                                    progress=_progress_bar())
         if slab:
             from .triage.slab import walk_slab
             rep = walk_slab(mem)
-            if fmt == "json":
+            if form != "table":
                 import json
                 click.echo(json.dumps(rep.to_dict(), indent=2,
                                       sort_keys=True, default=str))
@@ -298,19 +365,34 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, fs_types,
 @click.option("--trees", "via", flag_value="trees", default=True,
               help="Search every page-cache tree (default).")
 @click.argument("addresses", nargs=-1, required=True)
-def folio(vmcore, vmlinux, snapshot, debug, via, addresses):
-    """Every slot of every tree that holds a folio (reverse lookup)."""
+def folio(vmcore, vmlinux, snapshot, debug, live, via, addresses):
+    """Every slot of every tree that holds a folio (reverse lookup).
+
+    With --live, a slot counts only if it still holds the folio when
+    read again after a pause (the tree changes while it is searched)."""
     from .targets import parse_address
     from .triage.reverse import find_folio
 
     def body() -> int:
         status = EXIT_CLEAN
         mem = open_memory(vmcore, vmlinux, snapshot,
-                          whole_dump="folio (reverse lookup)")
+                          whole_dump="folio (reverse lookup)", live=live)
+        if via == "slab" and mem.live():
+            raise CrashextError("--slab is not supported with --live: a "
+                                "running kernel allocates and frees "
+                                "xa_nodes while the slab is walked")
         for a in addresses:
             addr = parse_address(a)
             hits = list(find_folio(mem, addr, via=via))
-            click.echo("folio 0x%x: %d slot(s)" % (addr, len(hits)))
+            gone = 0
+            if mem.live():
+                from .stable import stable_slots
+                kept = stable_slots(mem, hits)
+                gone = len(hits) - len(kept)
+                hits = kept
+            click.echo("folio 0x%x: %d slot(s)%s" % (
+                addr, len(hits),
+                " (%d more gone when read again)" % gone if gone else ""))
             for h in hits:
                 where = ("index ?" if h.index is None else
                          "index 0x%x (%d)" % (h.index, h.index))

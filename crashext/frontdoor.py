@@ -270,7 +270,8 @@ def scan(mem: Memory, rep: Reporter, fmt: str = "table",
             rows = rank(rows, include_clean=include_clean)
         n = sum(by_verdict.values())
         parts = ["%d %s" % (by_verdict[v], v)
-                 for v in ("corrupt", "suspect", "error", "clean")
+                 for v in ("corrupt", "suspect", "error", "changing",
+                           "clean")
                  if by_verdict.get(v)]
         lines = ["scanned %d tree%s: %s" % (n, "" if n == 1 else "s",
                                             ", ".join(parts) or "none")]
@@ -369,6 +370,9 @@ def build_parser(command: str, out: Callable[[str], None] = None
         p.add_argument("targets", nargs="*", metavar="TARGET",
                        help="inode, address_space, xarray, file or folio "
                        "address (hex, 0x optional; kind: prefix allowed)")
+    p.add_argument("--live", action="store_true",
+                   help="insist on a running kernel (drgn without -c); "
+                        "live is recognised anyway")
     p.add_argument("--traceback", action="store_true",
                    help=argparse.SUPPRESS)
     return p
@@ -427,6 +431,9 @@ def run_xa(mem: Memory, argv: Sequence[str], out: Optional[TextIO] = None,
         if command == "help":
             write(help_page())
             return EXIT_CLEAN
+        if getattr(ns, "live", False) and not mem.live():
+            raise XaUsage("--live: %s is not a running kernel"
+                          % mem.describe())
         if command == "scan":
             return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types)
         specs = target_specs(mem, ns.targets)

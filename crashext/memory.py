@@ -86,6 +86,13 @@ class Memory:
         """One short line naming the source (for reports)."""
         return type(self).__name__
 
+    def live(self) -> bool:
+        """True when the memory is a running kernel's (``/proc/kcore``):
+        it changes while it is read, so the engine decides findings only
+        on evidence that stays the same when read again
+        (:mod:`crashext.stable`)."""
+        return False
+
     # Convenience -----------------------------------------------------
     def read_u64(self, addr: int) -> int:
         return int.from_bytes(self.read(addr, 8), "little")
@@ -128,6 +135,9 @@ class MemoryView(Memory):
 
     def describe(self) -> str:
         return self.base.describe()
+
+    def live(self) -> bool:
+        return self.base.live()
 
     def __getattr__(self, name: str):
         if name == "base":              # not set yet: no recursion

@@ -15,7 +15,7 @@ XArray (mapping/index/nrpages checks are then off, and the result says so).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, replace
 from typing import Any, Dict, Optional
 
 from .layout import Layout
@@ -93,6 +93,35 @@ def _fill(mem: Memory, lay: Layout, t: Target) -> Target:
         t.i_size = _u64(mem, t.inode + lay.inode_i_size)
         t.fs_type = fs_type_of(mem, lay, t.inode)
     return t
+
+
+class TargetChanged(CrashextError):
+    """A live target no longer names the tree it named (its inode was
+    freed or reused, its mapping moved)."""
+
+
+def refresh_target(mem: Memory, lay: Layout, t: Target) -> Target:
+    """A copy of ``t`` with ``nrpages``, ``i_size`` and ``i_ino`` read
+    again (a live kernel changes them).  Raises :class:`TargetChanged`
+    when ``t`` no longer names the same tree: the inode's ``i_mapping``
+    is not the mapping any more, the mapping's ``host`` does not point
+    back, or ``i_ino`` changed (an inode freed and reused, fs/inode.c).
+    A bare XArray has nothing to re-read."""
+    if t.mapping is None:
+        return t
+    new = replace(t)
+    if t.inode:
+        if _u64(mem, t.inode + lay.inode_i_mapping) != t.mapping \
+                or _mapping_ok(mem, lay, t.mapping) != t.inode:
+            raise TargetChanged("inode 0x%x no longer owns mapping 0x%x "
+                                "(freed or reused)" % (t.inode, t.mapping))
+        ino = _u64(mem, t.inode + lay.inode_i_ino)
+        if t.i_ino is not None and ino != t.i_ino:
+            raise TargetChanged("inode 0x%x is now inode %s, was %d (freed "
+                                "and reused)" % (t.inode, ino, t.i_ino))
+        new.i_size = _u64(mem, t.inode + lay.inode_i_size)
+    new.nrpages = _u64(mem, t.mapping + lay.as_nrpages)
+    return new
 
 
 def fs_type_of(mem: Memory, lay: Layout, inode: int) -> Optional[str]:

@@ -16,7 +16,7 @@ FLOORS = {
     0: ("", "__version__", "memory", "findings", "fmt", "record",
         "backends"),
     1: ("layout", "xarray", "folio", "targets", "vfs", "explain"),
-    2: ("analyze", "checks", "render"),
+    2: ("analyze", "checks", "render", "stable"),
     # 3: everything else (cli, frontdoor, crash, drgn_plugin, triage, ...)
 }
 

@@ -179,6 +179,9 @@ def to_data(a: Any, full: bool = False) -> Dict[str, Any]:
         "explanations": [explanation_dict(e) for e in a.explanations],
         "notes": list(a.notes),
     }
+    st = getattr(a, "stability", None)
+    if st is not None:
+        doc["live"] = st.to_dict()
     if full:
         doc["nodes"] = [node_dict(n) for n in w.nodes]
         doc["entries"] = [entry_dict(e, a.folios) for e in w.entries]

@@ -74,6 +74,7 @@ class ScanRow:
     error: str = ""
     where: str = ""
     path: str = ""                  # from the dcache, rows with findings
+    live: Dict[str, Any] = field(default_factory=dict)  # Stability, live
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -137,6 +138,9 @@ def row_from_analysis(row: ScanRow, a: Any) -> ScanRow:
                     for f in a.findings[:MAX_FINDINGS_PER_ROW]]
     row.explanations = [{"code": e.code, "lines": list(e.lines),
                          "data": dict(e.data)} for e in a.explanations]
+    st = getattr(a, "stability", None)
+    if st is not None:
+        row.live = st.to_dict()
     return row
 
 
@@ -233,6 +237,29 @@ def _list(mem: Memory, head: int, link_off: int, read_size: int,
         prev, cur = cur, nxt
 
 
+def _list_again(mem: Memory, head: int, link_off: int, read_size: int,
+                limit: int, restarts: int = 5) -> Iterator[Any]:
+    """:func:`_list` on a live kernel: a list changes under a reader
+    without its lock (an inode evicted, inode_sb_list_del() in
+    fs/inode.c), so a broken walk restarts from the head, skipping the
+    entries already yielded; the error comes only after ``restarts``
+    restarts."""
+    done = set()
+    err = ""
+    for _ in range(restarts + 1):
+        err = ""
+        for ent, buf in _list(mem, head, link_off, read_size, limit):
+            if ent == "error":
+                err = buf
+                break
+            if ent not in done:
+                done.add(ent)
+                yield ent, buf
+        if not err:
+            return
+    yield ("error", "%s (changed %d times while read)" % (err, restarts))
+
+
 # ----------------------------------------------------------------------
 # The scan
 
@@ -297,6 +324,8 @@ def iter_trees(mem: Memory, progress: Optional[ProgressFn] = None,
     off = _Offsets(mem, lay)
     want = set(fs_types) if fs_types else None
     n_inodes = n_trees = 0
+    live = getattr(mem, "live", None)
+    walk_list = _list_again if callable(live) and live() else _list
     for sbd in superblocks(mem, lay):
         if "error" in sbd:
             yield ScanRow("error", "error", error=sbd["error"],
@@ -306,8 +335,8 @@ def iter_trees(mem: Memory, progress: Optional[ProgressFn] = None,
             continue
         sb = sbd["sb"]
         common = dict(sb=sb, fs_type=sbd["fs_type"], s_id=sbd["s_id"])
-        for ino, buf in _list(mem, sbd["inodes_head"], off.i_sb_list,
-                              off.inode_read, MAX_INODES_PER_SB):
+        for ino, buf in walk_list(mem, sbd["inodes_head"], off.i_sb_list,
+                                  off.inode_read, MAX_INODES_PER_SB):
             if ino == "error":
                 yield ScanRow("error", "error", error=buf,
                               where="%s %s s_inodes" % (sbd["fs_type"],
