@@ -358,16 +358,23 @@ def analyze_stable(mem: Memory, lay: Layout, target: Target,
     for k in range(1, max(pol.attempts, 1) + 1):
         if k > 1:
             sleep(pol.pause_before(k))
-            try:
-                t = refresh_target(mem, lay, target)
-                before = header_state(mem, lay, t)
-                a = run(t)
-            except CrashextError as e:          # TargetChanged, header gone
-                _note(changes, str(e))
+        try:
+            # nrpages / i_size as they are now; the inode still the
+            # mapping's (an inode evicted and reused is another tree).
+            t = refresh_target(mem, lay, target)
+        except CrashextError as e:
+            _note(changes, str(e))
+            if k > 1:
                 break
-        else:
-            before = header_state(mem, lay, t)
+            t = target      # walked as named; its findings cannot hold
+        before = header_state(mem, lay, t)
+        try:
             a = run(t)
+        except CrashextError as e:
+            if k == 1:
+                raise       # not analysable at all: the caller's error
+            _note(changes, str(e))
+            break
         walks = k
         after = header_state(mem, lay, t)
         last = a
