@@ -201,7 +201,8 @@ def analyze(mem: Memory, target: Union[str, Target],
             if not isinstance(target, Target):
                 target = resolve_target(mem, lay, target)
             return analyze_stable(
-                mem, lay, target, lambda t: _analyze(mem, t, max_nodes),
+                mem, lay, target,
+                lambda t: _analyze(mem, t, max_nodes, explained=False),
                 policy)
         return _analyze(mem, target, max_nodes)
     finally:
@@ -219,7 +220,7 @@ def is_live(mem: Any) -> bool:
 
 
 def _analyze(mem: Memory, target: Union[str, Target],
-             max_nodes: int) -> Analysis:
+             max_nodes: int, explained: bool = True) -> Analysis:
     lay = layout_for(mem)
     if not isinstance(target, Target):
         target = resolve_target(mem, lay, target)
@@ -241,5 +242,6 @@ def _analyze(mem: Memory, target: Union[str, Target],
                  findings=found, explanations=[],
                  stats=_stats(w, recs, ctx.hints),
                  notes=ctx.notes, layout=lay)
-    a.explanations = explain(a)
+    if explained:
+        a.explanations = explain(a)
     return a

@@ -63,7 +63,7 @@ from .findings import Finding
 from .folio import read_folios
 from .layout import Layout
 from .memory import CrashextError, Memory, UnreadableMemory
-from .targets import Target, refresh_target
+from .targets import Target, TargetState, read_state, refresh_target
 from .xarray import entry as E
 from .xarray.walk import node_fields, node_reader
 
@@ -249,7 +249,9 @@ class _FirstRead:
 
 
 class _Reread:
-    """The same evidence read again now (each item once per walk)."""
+    """The same evidence read again now: each node once (an ancestor's
+    slot comes from its node), every folio in one :func:`read_folios`
+    (runs), before any finding is compared (:meth:`prefetch`)."""
 
     def __init__(self, mem: Memory, lay: Layout, xarray: int) -> None:
         self.mem = mem
@@ -257,9 +259,24 @@ class _Reread:
         self.xarray = xarray
         self.read_node = node_reader(lay)
         self._nodes: Dict[int, Any] = {}
-        self._links: Dict[Tuple[int, int], Any] = {}
         self._folios: Dict[int, Any] = {}
         self._head: Any = None
+
+    def prefetch(self, evs: List[Evidence]) -> None:
+        nodes, folios = set(), set()
+        for ev in evs:
+            nodes.update(ev.nodes)
+            nodes.update(h for h, _s in ev.paths)
+            folios.update(ev.folios)
+        for a in sorted(nodes):
+            self.node(a)
+        todo = sorted(folios.difference(self._folios))
+        if todo:
+            recs, _bad = read_folios(self.mem, self.lay, todo)
+            pg = self.lay.pg_head
+            for x in todo:
+                self._folios[x] = folio_sig(recs.get(x), pg)
+        self.head()
 
     def node(self, addr: int) -> Any:
         if addr not in self._nodes:
@@ -270,14 +287,10 @@ class _Reread:
         return self._nodes[addr]
 
     def link(self, holder: int, slot: int) -> Any:
-        k = (holder, slot)
-        if k not in self._links:
-            try:
-                self._links[k] = self.mem.read_u64(
-                    holder + self.lay.node_slots + 8 * slot)
-            except UnreadableMemory:
-                self._links[k] = "unreadable"
-        return self._links[k]
+        n = self.node(holder)
+        if n == "unreadable" or not 0 <= slot < len(n[6]):
+            return "unreadable"
+        return n[6][slot]               # NODE_FIELDS: slots
 
     def head(self) -> Any:
         if self._head is None:
@@ -287,37 +300,20 @@ class _Reread:
                 self._head = "unreadable"
         return self._head
 
-    def folios(self, addrs: Tuple[int, ...]) -> None:
-        todo = [x for x in addrs if x not in self._folios]
-        if todo:
-            recs, _bad = read_folios(self.mem, self.lay, todo)
-            for x in todo:
-                self._folios[x] = folio_sig(recs.get(x), self.lay.pg_head)
-
     def folio(self, addr: int) -> Any:
-        self.folios((addr,))
+        if addr not in self._folios:
+            self.prefetch([Evidence(folios=(addr,))])
         return self._folios[addr]
 
     def of(self, ev: Evidence) -> Tuple[Any, ...]:
-        self.folios(ev.folios)
         return (tuple(map(self.node, ev.nodes)),
                 tuple(self.link(h, s) for h, s in ev.paths),
                 self.head(), tuple(map(self.folio, ev.folios)))
 
 
-def header_state(mem: Memory, lay: Layout, t: Target) -> Tuple[Any, ...]:
-    """``(nrpages, i_size, xa_head)`` as they are now (None when not
-    applicable or unreadable)."""
-    def u64(addr: Optional[int]) -> Optional[int]:
-        if addr is None:
-            return None
-        try:
-            return mem.read_u64(addr)
-        except UnreadableMemory:
-            return None
-    return (u64(t.mapping + lay.as_nrpages if t.mapping else None),
-            u64(t.inode + lay.inode_i_size if t.inode else None),
-            u64(t.xarray + lay.xa_head))
+def header_state(st: TargetState) -> Tuple[Any, ...]:
+    """``(nrpages, i_size, xa_head)`` of a :class:`TargetState`."""
+    return (st.nrpages, st.i_size, st.xa_head)
 
 
 def _header_change(before: Tuple[Any, ...], after: Tuple[Any, ...]) -> str:
@@ -358,16 +354,17 @@ def analyze_stable(mem: Memory, lay: Layout, target: Target,
     for k in range(1, max(pol.attempts, 1) + 1):
         if k > 1:
             sleep(pol.pause_before(k))
+        # nrpages / i_size / xa_head as they are now (one read), and the
+        # inode still the mapping's (evicted and reused: another tree).
+        state = read_state(mem, lay, target)
         try:
-            # nrpages / i_size as they are now; the inode still the
-            # mapping's (an inode evicted and reused is another tree).
-            t = refresh_target(mem, lay, target)
+            t = refresh_target(mem, lay, target, state)
         except CrashextError as e:
             _note(changes, str(e))
             if k > 1:
                 break
             t = target      # walked as named; its findings cannot hold
-        before = header_state(mem, lay, t)
+        before = header_state(state)
         try:
             a = run(t)
         except CrashextError as e:
@@ -376,7 +373,7 @@ def analyze_stable(mem: Memory, lay: Layout, target: Target,
             _note(changes, str(e))
             break
         walks = k
-        after = header_state(mem, lay, t)
+        after = header_state(read_state(mem, lay, t))
         last = a
         if not a.findings:
             return _finish(a, walks, [], seen, changes, True)
@@ -385,12 +382,13 @@ def analyze_stable(mem: Memory, lay: Layout, target: Target,
             _note(changes, moved)
         first = _FirstRead(a, lay, before)
         again = _Reread(mem, lay, t.xarray)
+        evs = [evidence_of(f, first.by_addr) for f in a.findings]
+        again.prefetch([ev for ev in evs if not ev.whole])
         new_counts: Dict[Tuple[Any, ...], Tuple[Any, int]] = {}
         needed = {}
-        for f in a.findings:
+        for f, ev in zip(a.findings, evs):
             key = finding_key(f)
             seen.add(key)
-            ev = evidence_of(f, first.by_addr)
             if ev.whole:
                 if moved:
                     continue
@@ -453,9 +451,10 @@ def _finish(a: Any, walks: int, confirmed: List[Finding], seen: set,
                    changes=list(changes))
     for f in unjudged:
         st.unjudged_codes[f.code] = st.unjudged_codes.get(f.code, 0) + 1
-    if len(confirmed) != len(a.findings):
-        a.findings = list(confirmed)
-        a.explanations = explain(a)
+    a.findings = list(confirmed)
+    # The walks' own analyses skip explain() (crashext.analyze): explain
+    # what is reported, once.
+    a.explanations = explain(a) if a.findings else []
     a.stability = st
     a.notes.extend(stability_notes(st))
     return a

@@ -62,6 +62,41 @@ def stab(a):
     return st.to_dict() if st is not None else None
 
 
+def profile_scan(mem) -> None:
+    """One live scan in this process under cProfile: where the time goes
+    (printed as PROFILE lines), reads by kind."""
+    import cProfile
+    import io
+    import pstats
+    from crashext.memory import MemoryView
+    from crashext.triage.scan import scan
+
+    class Count(MemoryView):
+        n = 0
+        nbytes = 0
+
+        def read(self, addr, size):
+            Count.n += 1
+            Count.nbytes += size
+            return self.base.read(addr, size)
+    cm = Count(mem)
+    prog = {}
+    pr = cProfile.Profile()
+    t = time.monotonic()
+    c = time.process_time()
+    pr.enable()
+    rows = list(scan(cm, progress=lambda p: prog.update(p)))
+    pr.disable()
+    emit("profile", seconds=round(time.monotonic() - t, 2),
+         cpu=round(time.process_time() - c, 2), trees=len(rows),
+         inodes=prog.get("inodes"), reads=Count.n, read_bytes=Count.nbytes)
+    out = io.StringIO()
+    pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(25)
+    for line in out.getvalue().splitlines():
+        if line.strip():
+            print("PROFILE " + line[:150], flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checks", type=int, default=200,
@@ -72,6 +107,8 @@ def main() -> int:
     ap.add_argument("--xarray", help="the test module's XArray address")
     ap.add_argument("--folio-file", help="write a static file's folio "
                     "address there (for crashext folio --live)")
+    ap.add_argument("--profile-scan", action="store_true",
+                    help="profile one in-process live scan first")
     a_ = ap.parse_args()
 
     t0 = time.monotonic()
@@ -82,6 +119,9 @@ def main() -> int:
     emit("open", seconds=round(time.monotonic() - t0, 2), live=mem.live(),
          release=mem.release(), uname=os.uname().release,
          source=mem.describe())
+
+    if a_.profile_scan:
+        profile_scan(mem)
 
     # Files nobody changes: clean, and equal to drgn, every time.
     for path in STATIC:

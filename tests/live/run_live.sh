@@ -42,7 +42,7 @@ B=$OUT/live-user.sh
 		base64 "$f"
 		echo 'PAYLOAD'
 	done
-	echo "CHECKS=${CHECKS:-240} exec bash \"\$D/scenario.sh\""
+	echo "CHECKS=${CHECKS:-240} PROFILE=${PROFILE:-} exec bash \"\$D/scenario.sh\""
 } > "$B"
 chmod +x "$B"
 

@@ -60,7 +60,7 @@ rm -f "$D/stop"
 	i=0
 	while [ ! -e "$D/stop" ]; do
 		i=$((i + 1)); t=$(up)
-		crashext scan --live --nice 10 --cpu-percent 100 > "$D/scan-$i.jsonl" 2> "$D/scan-$i.err"; rc=$?
+		crashext scan --live --nice 0 --cpu-percent 100 > "$D/scan-$i.jsonl" 2> "$D/scan-$i.err"; rc=$?
 		rows=$(grep -vc '"kind": "summary"' "$D/scan-$i.jsonl")
 		echo "SCAN $i rc=$rc start=$t end=$(up) rows=$rows err=$(head -c 300 "$D/scan-$i.err" | tr '\n' ' ')"
 		grep -v '"kind": "summary"' "$D/scan-$i.jsonl" | head -n 5 | cut -c1-400 | sed "s/^/SCANROW $i /"
@@ -73,7 +73,7 @@ SCANLOOP=$!
 # --- one process, one live drgn Program: static files, the module, and
 # CHECKS checks of the files being rewritten -------------------------------
 t=$(up)
-python3 "$D/guest_live.py" --checks "$CHECKS" --xarray "$XA" --folio-file "$D/folio.addr"; rc=$?
+python3 "$D/guest_live.py" --checks "$CHECKS" --xarray "$XA" --folio-file "$D/folio.addr" ${PROFILE:+--profile-scan}; rc=$?
 say "guest_live.py rc=$rc in $(awk -v a=$t -v b=$(up) 'BEGIN{print b-a}')s"
 touch "$D/stop"; wait "$SCANLOOP"
 say "scan loop done"
