@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from crashext.cli import main
 
-from conftest import lab_dump
+from conftest import FAMILIES, lab_dump
 
 
 def _run(args):
@@ -20,7 +20,7 @@ def _run(args):
     return r
 
 
-@pytest.mark.parametrize("family", ["6.1", "6.12"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_scan_clean_dump(family):
     m, path = lab_dump(family)
     r = _run(["scan", "-c", path, "-k", m["vmlinux"], "-f", "json"])
@@ -33,8 +33,9 @@ def test_scan_clean_dump(family):
 def test_scan_and_folio_on_planted_dump():
     pytest.importorskip("drgn")
     m, _ = lab_dump("6.1")
-    from tests.lab import plant, scenarios
-    path, _tp, truth = plant.make_planted("6.1", list(scenarios.CASES))
+    from tests.lab import plant
+    truth = plant.ensure_planted("6.1")
+    path = truth["planted"]
     r = _run(["scan", "-c", path, "-k", m["vmlinux"], "--slab"])
     assert r.exit_code == 1, r.output
     inos = {f["path"]: f["i_ino"] for f in m["files"]}

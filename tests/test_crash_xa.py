@@ -29,11 +29,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAB = Path(os.environ.get("CRASHEXT_LAB", "/var/cache/crashext-lab"))
-PLANTED = Path(os.environ.get("CRASHEXT_PLANTED_DIR", LAB / "planted"))
-
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.lab import labdumps  # noqa: E402
 
 drgn = pytest.importorskip("drgn")
 from click.testing import CliRunner  # noqa: E402
@@ -54,23 +53,19 @@ Dump = namedtuple("Dump", "id vmlinux vmcore targets status")
 
 
 def _lab(family):
-    mf = LAB / family / "manifest.json"
-    if not mf.is_file():
+    run = labdumps.elf_run(family)
+    if run is None:
         return None
-    m = json.loads(mf.read_text())
-    elf = [d["path"] for d in m["dumps"] if d["name"] == "elf"]
-    if not elf or not os.path.isfile(elf[0]) or not os.path.isfile(m["vmlinux"]):
-        return None
-    return Dump(family, m["vmlinux"], elf[0],
-                [f["inode"] for f in m["files"]], 0)
+    m, elf, vmlinux = run
+    return Dump(family, vmlinux, elf, [f["inode"] for f in m["files"]], 0)
 
 
 def _planted(name):
-    tp = PLANTED / ("%s.truth.json" % name)
-    if not tp.is_file():
-        return None
-    t = json.loads(tp.read_text())
-    if not os.path.isfile(t["planted"]) or not os.path.isfile(t["vmlinux"]):
+    """``name`` is "<family>-all": that family's dump with every case
+    planted, built here when absent (tests/lab/plant.ensure_planted)."""
+    from tests.lab import plant
+    t = plant.ensure_planted(name[:-len("-all")])
+    if t is None:
         return None
     inodes = []
     for c in t["cases"]:
@@ -79,7 +74,8 @@ def _planted(name):
     return Dump("planted-" + name, t["vmlinux"], t["planted"], inodes, 1)
 
 
-DUMP_IDS = ["6.1", "6.12", "planted-6.1-all", "planted-6.12-all"]
+DUMP_IDS = list(labdumps.FAMILIES) + \
+    ["planted-%s-all" % f for f in labdumps.FAMILIES]
 
 
 def _dump(did):
@@ -322,7 +318,7 @@ def test_stdout_is_flushed_every_run(crash):
 
 # ------------------------------------------------------- capture in crash
 def test_capture_then_cli_on_the_snapshot(crash, tmp_path):
-    d = _dump("planted-6.1-all") if _planted("6.1-all") else _dump("6.1")
+    d = _dump("planted-6.1-all")
     session(crash, d)
     snap = tmp_path / "x.snap"
     t = d.targets[0]

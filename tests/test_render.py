@@ -28,16 +28,15 @@ from crashext import fmt  # noqa: E402
 from crashext.memory import CrashextError  # noqa: E402
 from crashext.render import chat, dump, jsonout, table  # noqa: E402
 
-FAMILIES = ("6.1", "6.12")
+from tests.lab.labdumps import FAMILIES, load_manifest  # noqa: E402
 
 needs_lab = pytest.mark.skipif(
-    not os.path.isfile(os.path.join(LAB, "6.1", "manifest.json")),
-    reason="vmcore lab absent (%s/6.1/manifest.json)" % LAB)
+    load_manifest("6.1") is None,
+    reason="vmcore lab absent (no 6.1 run in %s)" % LAB)
 
 
 def _families():
-    return [f for f in FAMILIES
-            if os.path.isfile(os.path.join(LAB, f, "manifest.json"))]
+    return [f for f in FAMILIES if load_manifest(f) is not None]
 
 
 def _mem(family):

@@ -37,7 +37,7 @@ def _slab(family, mem):
 
 
 def _family(m):
-    return "6.1" if m["release"].startswith("6.1.") else "6.12"
+    return m["_family"]
 
 
 # ----------------------------------------------------------------------
