@@ -30,11 +30,26 @@ def test_scan_clean_dump(family):
     assert set(doc["by_verdict"]) == {"clean"}
 
 
-def test_scan_and_folio_on_planted_dump():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scan_slab_clean_dump(family):
+    """scan --slab on a clean dump: exit 0, clean, 0 orphans, every line
+    fit for chat - on per-CPU slabs (6.1, 6.12) and sheaves (7.3)."""
     pytest.importorskip("drgn")
-    m, _ = lab_dump("6.1")
+    m, path = lab_dump(family)
+    r = _run(["scan", "-c", path, "-k", m["vmlinux"], "--slab"])
+    assert r.exit_code == 0, r.output
+    slab = r.output.split("slab radix_tree_node: ")[1]
+    assert slab.startswith("clean\n"), slab
+    assert " orphans 0," in " ".join(slab.split()), slab
+    assert max(len(x) for x in r.output.splitlines()) <= 60
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scan_and_folio_on_planted_dump(family):
+    pytest.importorskip("drgn")
+    m, _ = lab_dump(family)
     from tests.lab import plant
-    truth = plant.ensure_planted("6.1")
+    truth = plant.ensure_planted(family)
     path = truth["planted"]
     r = _run(["scan", "-c", path, "-k", m["vmlinux"], "--slab"])
     assert r.exit_code == 1, r.output

@@ -500,17 +500,18 @@ def _sheaf_objects(mem: Memory, sl: _Slub, rep: SlabReport
                                      "sheaves" % (name, hex(barn), lname, n))
                     rep.complete = False
                     break
-                sheaf(nxt - o_link, "%s %s" % (name, lname),
-                      empty=lname == "empty")
-                n += 1
                 try:
-                    nxt = mem.read_u64(nxt)
+                    after = mem.read_u64(nxt)
                 except UnreadableMemory as e:
-                    rep.notes.append("%s %s %s list unreadable: %s"
-                                     % (name, hex(barn), lname,
+                    rep.notes.append("%s %s %s list unreadable at %s: %s"
+                                     % (name, hex(barn), lname, hex(nxt),
                                         e.reason or "?"))
                     rep.complete = False
                     break
+                sheaf(nxt - o_link, "%s %s" % (name, lname),
+                      empty=lname == "empty")
+                n += 1
+                nxt = after
     st["barns"] = len(done)
     return out
 
