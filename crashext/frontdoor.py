@@ -289,12 +289,7 @@ def scan(mem: Memory, rep: Reporter, fmt: str = "table",
                                             ", ".join(parts) or "none")]
         lines.extend(r.summary() for r in rows)
         if slab_rep is not None:
-            lines.append("slab radix_tree_node: %s, %s" % (
-                slab_rep.verdict, ", ".join(
-                    "%s %s" % kv for kv in sorted(slab_rep.stats.items()))))
-            for f in slab_rep.findings:
-                lines.append("  %s node 0x%x %s" % (f.code, f.node or 0,
-                                                    f.meaning))
+            lines.extend(_slab_lines(slab_rep))
         rep.echo("\n".join(lines))
     if by_verdict.get("corrupt") or by_verdict.get("suspect") or (
             slab_rep is not None and slab_rep.findings):
@@ -302,6 +297,26 @@ def scan(mem: Memory, rep: Reporter, fmt: str = "table",
     if by_verdict.get("error"):
         return EXIT_FAILED
     return EXIT_CLEAN
+
+
+def _slab_lines(rep: Any) -> List[str]:
+    """The slab walk's verdict, stats and notes within 60 columns, then
+    one line per finding."""
+    import textwrap
+
+    def wrap(t: str, lead: str = "  ", more: str = "    ") -> str:
+        return textwrap.fill(t, 60, initial_indent=lead,
+                             subsequent_indent=more)
+    out = ["slab radix_tree_node: %s%s" % (
+        rep.verdict, "" if rep.complete else " (incomplete)")]
+    # "name value" pairs kept whole (no-break space while wrapping).
+    out.append(wrap(", ".join("%s\xa0%s" % kv for kv in
+                              sorted(rep.stats.items()))).replace("\xa0",
+                                                                  " "))
+    out.extend(wrap(n, "  note: ") for n in rep.notes)
+    out.extend("  %s node 0x%x %s" % (f.code, f.node or 0, f.meaning)
+               for f in rep.findings)
+    return out
 
 
 # ----------------------------------------------------------------------
