@@ -324,36 +324,18 @@ def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean,
                                 "xa_nodes while the slab is walked")
         form = fmt or ("jsonl" if is_live else "table")
         if form == "jsonl":
+            if slab:
+                raise CrashextError("--slab needs -f table or -f json")
             from .triage.fleet import Budget, fleet_scan
             budget = Budget(
                 max_seconds=max_seconds, max_cpu_seconds=max_cpu_seconds,
                 cpu_percent=(cpu_percent if cpu_percent is not None
                              else 50.0 if is_live else 100.0),
                 nice=nice if nice is not None else 19 if is_live else 0)
-            status = fleet_scan(mem, lambda line: click.echo(line, nl=False),
-                                budget, include_clean, fs_types or None)
-        else:
-            status = frontdoor.scan(mem, _ClickReporter(), form,
-                                    include_clean, fs_types,
-                                    progress=_progress_bar())
-        if slab:
-            from .triage.slab import walk_slab
-            rep = walk_slab(mem)
-            if form != "table":
-                import json
-                click.echo(json.dumps(rep.to_dict(), indent=2,
-                                      sort_keys=True, default=str))
-            else:
-                st = rep.stats
-                click.echo("slab radix_tree_node: %s, %s" % (
-                    rep.verdict, ", ".join("%s %s" % kv for kv in
-                                           sorted(st.items()))))
-                for f in rep.findings:
-                    click.echo("  %s node 0x%x %s" % (
-                        f.code, f.node or 0, f.meaning))
-            if rep.findings and status == EXIT_CLEAN:
-                status = EXIT_FINDINGS
-        return status
+            return fleet_scan(mem, lambda line: click.echo(line, nl=False),
+                              budget, include_clean, fs_types or None)
+        return frontdoor.scan(mem, _ClickReporter(), form, include_clean,
+                              fs_types, progress=_progress_bar(), slab=slab)
     sys.exit(_guarded(debug, body))
 
 
