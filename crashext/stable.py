@@ -81,6 +81,11 @@ TRANSITIONAL = frozenset(("RETRY_ENTRY", "ZERO_ENTRY", "NODE_FREEING",
 #: Change descriptions kept per tree.
 MAX_CHANGES = 4
 
+#: A walk during which nrpages or xa_head moved and that found more than
+#: this many findings is not judged finding by finding: it is walked
+#: again (its findings count as unconfirmed).
+MAX_JUDGED = 256
+
 
 @dataclass
 class LivePolicy:
@@ -147,34 +152,50 @@ def _hashable(v: Any) -> Any:
     return v if isinstance(v, (int, str, type(None))) else repr(v)
 
 
-def evidence_of(f: Finding, by_addr: Dict[int, Any]) -> Evidence:
+def evidence_of(f: Finding, by_addr: Dict[int, Any],
+                paths_of: Optional[Callable[[int], Tuple[Any, ...]]] = None
+                ) -> Evidence:
     """The :class:`Evidence` of ``f`` in a walk whose nodes are
-    ``by_addr`` (address -> NodeRec)."""
+    ``by_addr`` (address -> NodeRec); ``paths_of(node)`` (a cache of
+    :func:`path_links`) speeds up many findings of one walk."""
     if f.code in TREE_WIDE:
         return Evidence(whole=True)
     nodes = set()
     if f.node:
         nodes.add(f.node)
-    for n in f.extra.get("nodes") or ():
-        if n:
-            nodes.add(n)
-    if f.extra.get("parent"):
-        nodes.add(f.extra["parent"])
-    paths = set()
-    for a in nodes:
-        rec = by_addr.get(a)
-        seen = 0
-        while rec is not None and rec.holder and seen < 64:
-            paths.add((rec.holder, rec.holder_slot))
-            rec = by_addr.get(rec.holder)
-            seen += 1
-    folios = set()
+    extra = f.extra
+    if extra:
+        for n in extra.get("nodes") or ():
+            if n:
+                nodes.add(n)
+        if extra.get("parent"):
+            nodes.add(extra["parent"])
+    paths_of = paths_of or (lambda a: path_links(by_addr, a))
+    if len(nodes) == 1:
+        (a,) = nodes
+        ns, paths = (a,), paths_of(a)
+    else:
+        ns = tuple(sorted(nodes))
+        paths = tuple(sorted({p for a in ns for p in paths_of(a)}))
+    folios: Tuple[int, ...] = ()
     if f.folio:
-        folios.add(f.folio)
-    if f.code == "FOLIO_UNREADABLE" and f.address:
-        folios.add(f.address)
-    return Evidence(tuple(sorted(nodes)), tuple(sorted(paths)),
-                    tuple(sorted(folios)))
+        folios = (f.folio,)
+    if f.code == "FOLIO_UNREADABLE" and f.address and f.address != f.folio:
+        folios = tuple(sorted(folios + (f.address,)))
+    return Evidence(ns, paths, folios)
+
+
+def path_links(by_addr: Dict[int, Any], addr: int) -> Tuple[Any, ...]:
+    """``(holder, slot)`` of node ``addr`` and of each ancestor up to the
+    root (whose link is ``xa_head``), sorted."""
+    paths = []
+    rec = by_addr.get(addr)
+    seen = 0
+    while rec is not None and rec.holder and seen < 64:
+        paths.append((rec.holder, rec.holder_slot))
+        rec = by_addr.get(rec.holder)
+        seen += 1
+    return tuple(sorted(paths))
 
 
 def folio_sig(f: Any, pg_head: int) -> Any:
@@ -190,7 +211,8 @@ def folio_sig(f: Any, pg_head: int) -> Any:
 
 
 class _FirstRead:
-    """Evidence signatures from what the walk itself read."""
+    """Evidence signatures from what the walk itself read (each node,
+    path and folio computed once per walk)."""
 
     def __init__(self, a: Any, lay: Layout, header: Tuple[Any, ...]) -> None:
         self.a = a
@@ -198,10 +220,24 @@ class _FirstRead:
         self.header = header
         self.by_addr = {n.addr: n for n in a.walk.nodes}
         self._tree: Optional[int] = None
+        self._nodes: Dict[int, Any] = {}
+        self._paths: Dict[int, Tuple[Any, ...]] = {}
+        self._folios: Dict[int, Any] = {}
+
+    def paths_of(self, addr: int) -> Tuple[Any, ...]:
+        p = self._paths.get(addr)
+        if p is None:
+            p = self._paths[addr] = path_links(self.by_addr, addr)
+        return p
+
+    def evidence(self, f: Finding) -> Evidence:
+        return evidence_of(f, self.by_addr, self.paths_of)
 
     def node(self, addr: int) -> Any:
-        n = self.by_addr.get(addr)
-        return None if n is None else node_fields(n)
+        if addr not in self._nodes:
+            n = self.by_addr.get(addr)
+            self._nodes[addr] = None if n is None else node_fields(n)
+        return self._nodes[addr]
 
     def link(self, holder: int, slot: int) -> Any:
         n = self.by_addr.get(holder)
@@ -212,7 +248,10 @@ class _FirstRead:
         return self.a.walk.head
 
     def folio(self, addr: int) -> Any:
-        return folio_sig(self.a.folios.get(addr), self.lay.pg_head)
+        if addr not in self._folios:
+            self._folios[addr] = folio_sig(self.a.folios.get(addr),
+                                           self.lay.pg_head)
+        return self._folios[addr]
 
     def of(self, ev: Evidence) -> Tuple[Any, ...]:
         return (tuple(map(self.node, ev.nodes)),
@@ -380,9 +419,18 @@ def analyze_stable(mem: Memory, lay: Layout, target: Target,
         moved = _header_change(before, after)
         if moved:
             _note(changes, moved)
+        if moved and len(a.findings) > MAX_JUDGED:
+            # The tree changed during the walk (nrpages / xa_head moved)
+            # and thousands of findings came of it (a file truncated
+            # under the walk): walk again rather than judge each one.
+            _note(changes, "%d findings while the tree changed: walked "
+                  "again" % len(a.findings))
+            seen.update(map(finding_key, a.findings))
+            counts, needed = {}, {}
+            continue
         first = _FirstRead(a, lay, before)
         again = _Reread(mem, lay, t.xarray)
-        evs = [evidence_of(f, first.by_addr) for f in a.findings]
+        evs = [first.evidence(f) for f in a.findings]
         again.prefetch([ev for ev in evs if not ev.whole])
         new_counts: Dict[Tuple[Any, ...], Tuple[Any, int]] = {}
         needed = {}

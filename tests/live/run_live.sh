@@ -49,6 +49,10 @@ chmod +x "$B"
 # The root image holds the project and the script: make it again (the
 # debootstrap tree is kept, KEEP_ROOTFS; FORCE_PIP reinstalls the project).
 rm -f "$OUT/root.img" "$OUT/console.log"
+# pip keeps an installed crashext of the same version: remove it, so the
+# kept rootfs gets this tree's.
+rm -rf "$OUT"/rootfs/opt/venv/lib/python3*/site-packages/crashext \
+	"$OUT"/rootfs/opt/venv/lib/python3*/site-packages/crashext-*.dist-info
 export LIVE_SCRIPT=$B PROJECT KEEP_ROOTFS=1 FORCE_PIP=1
 if [ -n "${LIVE_RUNNER:-}" ]; then
 	$LIVE_RUNNER --live "$OUT" live.repeat=1 live.procs=0 "$@"
