@@ -3,7 +3,8 @@
 A live kernel changes its page cache while crashext reads it through
 ``/proc/kcore``, without the RCU read lock and without the ``xa_lock``.
 The kernel's own lockless readers cope with that by a protocol, which
-this module follows (6.1 source):
+this module follows (Linux 6.1.192 as Debian builds 6.1.0-57, the live
+lab's kernel; the same code in 6.1.176):
 
 * lib/xarray.c: an RCU walker (``xas_load()`` -> ``xas_descend()``) can
   reach a node being freed: ``xas_shrink()`` and ``xas_free_nodes()`` zero
@@ -35,7 +36,11 @@ crashext takes neither references nor locks, so it reads again instead:
    index, order, compound_head, refcount zero / below the page count),
    and ``nrpages`` / ``i_size`` / ``xa_head`` before and after the walk
    (for findings about the whole tree: ``NRPAGES``, ``NODE_CYCLE``...).
-   A finding whose evidence changed is not judged from this walk.
+   A finding whose evidence changed is not judged from this walk.  The
+   evidence of all findings is read in bulk (each node once, the folios
+   in runs); a walk during which ``nrpages`` or ``xa_head`` moved and
+   that found more than :data:`MAX_JUDGED` findings (a file truncated
+   under it) is simply walked again.
 3. walk again after a pause (doubling, bounded), at most ``attempts``
    walks in all; a finding is reported only when ``confirm`` consecutive
    walks found it with the same evidence, each time unchanged on re-read.
@@ -44,9 +49,9 @@ crashext takes neither references nor locks, so it reads again instead:
    state the kernel's readers retry on (a retry or zero entry, a node
    being freed, a sibling pointing at a node, a folio with refcount 0)
    needs one confirmation more.
-4. findings gone in a later walk were transient and are dropped; findings
-   whose evidence never held still leave the tree "changing, not judged"
-   (verdict ``changing``), never ``corrupt``.
+4. findings gone in a later walk were transient and are dropped; when
+   the walks run out, findings never confirmed leave the tree "changing,
+   not judged" (verdict ``changing``), never ``corrupt``.
 
 >>> a = analyze(live_mem, "/data/churn2")        # doctest: +SKIP
 >>> a.verdict, a.stability.walks                 # doctest: +SKIP
