@@ -18,7 +18,7 @@ runs the same engine against a running kernel.
 from __future__ import annotations
 
 import json
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 import pytest
 
