@@ -158,6 +158,16 @@ def _candidates(res: Dict[str, Any]) -> Iterable[Tuple[tuple, Dict[str, Any]]]:
     """(rank, conclusion dict) for every conclusion a result supports."""
     rows = (res.get("scan") or {}).get("top", [])
     for pos, row in enumerate(rows):
+        if row.get("kind") == "error" or row.get("verdict") == "error":
+            # A list or tree that could not be read: the dump is not
+            # known clean, but this says nothing about corruption.
+            label = error_shape(row.get("error", ""))[len("error: "):]
+            yield (4, 0, pos), {
+                "code": "SCAN_ERROR", "label": "could not scan: " + label,
+                "severity": "warning", "fs": row.get("fs_type") or "",
+                "shape": "", "tree": row_name(row), "finding": None,
+                "node": None, "folio": None, "indices": [], "row": None}
+            continue
         if row.get("kind") not in ("inode", "swap"):
             continue
         finds = row.get("findings") or []
@@ -356,6 +366,8 @@ def _bucket_rank(p: Dict[str, Any]) -> tuple:
         return (8, 0)
     if code in _RANK:
         return (0, _RANK[code])
+    if code == "SCAN_ERROR":
+        return (4, 0)
     return (1 + SEVERITY_RANK.get(p["severity"], 2), _CODE_ORDER.get(code, 99))
 
 

@@ -71,10 +71,10 @@ def _example(ex: Dict[str, Any], width: int) -> List[str]:
         L += _wrap(ex["tree"], width, sub)
     elif ex.get("tree") == "slab" and ex.get("node") is not None:
         L += _wrap("slab: node 0x%x" % ex["node"], width, sub)
-    if ex.get("indices"):
-        L += _wrap(", ".join(_idx(i) for i in ex["indices"][:3])
-                   + (" +%d" % (len(ex["indices"]) - 3)
-                      if len(ex["indices"]) > 3 else ""), width, sub)
+    for i in ex.get("indices", [])[:3]:
+        L += _wrap(_idx(i), width, sub)
+    if len(ex.get("indices", [])) > 3:
+        L += _wrap("+%d more indices" % (len(ex["indices"]) - 3), width, sub)
     if ex.get("error"):
         L += _wrap("error: " + ex["error"], width, sub)
     facts = [x for x in (ex.get("release"), ex.get("crash_time")) if x]

@@ -85,9 +85,10 @@ def triage_one(job: Dict[str, Any]) -> Dict[str, Any]:
         res["verdict"] = "error"
         if job.get("debug"):
             res["traceback"] = traceback.format_exc()
-    if mem is None or "panic" not in res:
+    if "panic" not in res:
         _panic_from_file(res, job)
     _crash_time(res, job, mem)
+    _conclude(mem, res, job)
     res["complete"] = True
     secs["total"] = round(time.time() - t0, 3)
     results.write_json_atomic(out, res)
@@ -137,7 +138,6 @@ def _open(job: Dict[str, Any], res: Dict[str, Any]) -> Any:
 
 def _analyse(mem: Any, res: Dict[str, Any], job: Dict[str, Any]) -> None:
     from ..memory import CrashextError
-    from .bucket import primary
     from .scan import scan, summarize
     from .slab import walk_slab
     secs = res["seconds"]
@@ -164,13 +164,26 @@ def _analyse(mem: Any, res: Dict[str, Any], job: Dict[str, Any]) -> None:
     t = time.time()
     _panic_from_dump(mem, res)
     secs["panic"] = round(time.time() - t, 3)
-    res["primary"] = primary(res)
-    _relation(mem, res)
-    if job.get("png", True):
-        t = time.time()
-        _picture(mem, res, job)
-        if "picture" in res:
-            secs["picture"] = round(time.time() - t, 3)
+
+
+def _conclude(mem: Any, res: Dict[str, Any], job: Dict[str, Any]) -> None:
+    """The primary signature; with the dump open, whether the crashing
+    task held its tree, and the tree's picture.  Never raises."""
+    from .bucket import primary
+    try:
+        res["primary"] = primary(res)
+        if mem is None:
+            res["primary"].pop("row", None)
+            return
+        _relation(mem, res)
+        if job.get("png", True) and not res.get("error"):
+            t = time.time()
+            _picture(mem, res, job)
+            if "picture" in res:
+                res["seconds"]["picture"] = round(time.time() - t, 3)
+    except Exception as e:              # a bug here must not lose the dump
+        res.setdefault("primary", {}).pop("row", None)
+        res["primary_error"] = "internal error: " + _one_line(e)
 
 
 def _panic_from_dump(mem: Any, res: Dict[str, Any]) -> None:
