@@ -254,6 +254,13 @@ class _Walker:
                             "name"))
                     self.input({"dump": q})
             return
+        paths = [e.get("dump") if isinstance(e, dict) else e
+                 for e in entries]
+        if not any(isinstance(q, str) and os.path.exists(_join(base_dir, q))
+                   for q in paths):
+            self.skip(p, "neither a dump nor a list of dumps (no line "
+                      "names an existing file)")
+            return
         for e in entries:
             self.input(e, base_dir)
 
