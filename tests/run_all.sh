@@ -5,11 +5,14 @@
 # Usage: bash tests/run_all.sh [pytest args]
 #   CRASHEXT_NO_LAB=1     skip making lab dumps (lab tests then skip)
 #   LAB_KERNELS="6.1"     which kernel families to boot (default "6.1 6.12")
+#   LAB_PANIC="6.1 7.3"   families that also get a real panic dump
+#                         (mkdump.sh --quick --panic; default "6.1")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 echo "== install"
-$PY -m pip install -q --disable-pip-version-check -e '.[test]'
+# dask: the triage tests start a real Dask scheduler and workers
+$PY -m pip install -q --disable-pip-version-check -e '.[test,dask]'
 if [ "$(id -u)" = 0 ] && ! command -v crash > /dev/null; then
 	# crash 8.0.2 is the oracle for order-0 trees and rd
 	(apt-get install -y -q crash > /dev/null 2>&1 ||
@@ -28,6 +31,15 @@ if [ "${CRASHEXT_NO_LAB:-0}" != 1 ] && [ -x "$LAB_SCRIPT" ]; then
 			echo "lab run $k failed (see lab-$k.log); its tests will skip" >&2
 		else
 			tail -1 "lab-$k.log"
+		fi
+	done
+	for k in ${LAB_PANIC-6.1}; do
+		echo "== lab panic vmcore $k (one boot): mkdump.sh --quick --kernel $k --panic"
+		if ! "$LAB_SCRIPT" --quick --kernel "$k" --panic > "lab-$k-panic.log" 2>&1; then
+			tail -20 "lab-$k-panic.log"
+			echo "lab panic run $k failed (see lab-$k-panic.log); its tests will skip" >&2
+		else
+			tail -1 "lab-$k-panic.log"
 		fi
 	done
 fi

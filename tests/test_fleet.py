@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -23,7 +19,7 @@ from click.testing import CliRunner
 from crashext.cli import main
 from crashext.triage import batch, bucket, discover as disc, report, results
 
-from conftest import ROOT, lab_manifest
+from conftest import lab_manifest
 
 pytestmark = pytest.mark.lab
 
@@ -42,8 +38,6 @@ _built = {}
 def crash_folder(tmp_path_factory):
     """(root, debug dir, expected) built once per session."""
     _need("6.1", "6.1-panic", "6.12")
-    if lab_manifest("7.3") is None and lab_manifest("7.3-panic") is None:
-        pytest.skip("no 7.3 lab run")
     if "x" not in _built:
         from tests.lab import crashdir
         base = tmp_path_factory.mktemp("fleet")
@@ -341,70 +335,11 @@ def test_rerun_does_only_what_is_missing(tmp_path_factory):
 # an existing Dask cluster
 
 
-def _dask_bin():
-    b = os.path.join(os.path.dirname(sys.executable), "dask")
-    return [b] if os.path.exists(b) else [sys.executable, "-m", "dask"]
-
-
-class LoopbackCluster:
-    """A real ``dask scheduler`` and two ``dask worker`` processes (no
-    nanny: a killed worker stays dead) on 127.0.0.1."""
-
-    def __init__(self, tmp):
-        self.tmp = str(tmp)
-        self.sched_file = os.path.join(self.tmp, "scheduler.json")
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep
-                   + os.environ.get("PYTHONPATH", ""))
-        self.env = env
-        self.procs = {}
-        self.logs = []
-        self.start("scheduler", ["scheduler", "--host", "127.0.0.1",
-                                 "--port", "0", "--no-dashboard",
-                                 "--scheduler-file", self.sched_file])
-        for _ in range(300):
-            if os.path.exists(self.sched_file) and \
-                    os.path.getsize(self.sched_file):
-                break
-            time.sleep(0.1)
-        with open(self.sched_file) as f:
-            self.address = json.load(f)["address"]
-        for n in ("w1", "w2"):
-            self.start(n, ["worker", "--scheduler-file", self.sched_file,
-                           "--nthreads", "1", "--no-nanny", "--name", n,
-                           "--no-dashboard", "--host", "127.0.0.1"])
-        from distributed import Client
-        with Client(self.address, timeout="30s") as c:
-            c.wait_for_workers(2, timeout=120)
-
-    def start(self, name, args):
-        log = open(os.path.join(self.tmp, name + ".log"), "w")
-        self.logs.append(log)
-        self.procs[name] = subprocess.Popen(
-            _dask_bin() + args, stdout=log, stderr=subprocess.STDOUT,
-            env=self.env, cwd=ROOT, start_new_session=True)
-
-    def kill(self, name):
-        p = self.procs[name]
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait(30)
-
-    def close(self):
-        for name, p in self.procs.items():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-        for log in self.logs:
-            log.close()
-
-
 @pytest.fixture
 def cluster(tmp_path):
     pytest.importorskip("distributed")
-    c = LoopbackCluster(tmp_path)
+    from tests.lab.daskloop import LoopbackCluster
+    c = LoopbackCluster(str(tmp_path), workers=2)
     try:
         yield c
     finally:

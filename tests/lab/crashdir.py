@@ -76,7 +76,9 @@ def debug_tree(root: str, manifests: List[Dict[str, Any]]) -> Dict[str, Any]:
     layouts = ["deb", "build-id", "plain", "modules"]
     out: Dict[str, Any] = {"layouts": rels, "wrong": None}
     for i, rel in enumerate(seen):
-        lay = layouts[i % len(layouts)]
+        # the last release in the modules layout, so a wrong file under
+        # its plain name is met first
+        lay = "modules" if i == len(seen) - 1 else layouts[i % 3]
         src = vml[rel]
         if lay == "deb":
             _link(src, os.path.join(root, "usr/lib/debug/boot",
@@ -91,7 +93,7 @@ def debug_tree(root: str, manifests: List[Dict[str, Any]]) -> Dict[str, Any]:
             _link(src, os.path.join(root, "usr/lib/debug/lib/modules", rel,
                                     "vmlinux"))
         rels[rel] = lay
-    if len(seen) > 1 and rels[seen[-1]] != "plain":
+    if len(seen) > 1:
         # another kernel's vmlinux under this release's plain name,
         # searched before the right one
         wrong = os.path.join(root, "vmlinux-" + seen[-1])
@@ -108,7 +110,9 @@ def build(root: str, planted: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     m61 = labdumps.load_manifest("6.1")
     mpanic = labdumps.load_manifest("6.1-panic")
     m612 = labdumps.load_manifest("6.12")
-    m73 = labdumps.load_manifest("7.3-panic") or labdumps.load_manifest("7.3")
+    # a third kernel when the lab has it (7.3, panic or not), else 6.12
+    m73 = (labdumps.load_manifest("7.3-panic") or
+           labdumps.load_manifest("7.3") or m612)
     entries: Dict[str, Dict[str, Any]] = {}
     skipped: List[str] = []
 
@@ -159,7 +163,8 @@ def build(root: str, planted: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         os.path.dirname(t["source"]),
         {"kind": "planted", "truth": t, "panic": None,
          "release": t["release"]}, "dmesg.202611250411")
-    d73 = _dump(m73, "makedumpfile-d17") or _dump(m73, "elf")
+    d73 = (_dump(m73, "makedumpfile-d17") if m73 is not m612 else None) \
+        or _dump(m73, "elf")
     add("202611260512/dump.202611260512", d73, m73["_run_dir"],
         {"kind": "panic" if panic_of(m73) else "clean",
          "panic": panic_of(m73), "release": m73["release"]},
@@ -181,7 +186,8 @@ def build(root: str, planted: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         "kind": "planted", "truth": t, "panic": None,
         "release": t["release"], "list": True}
     return {"entries": entries, "skipped": skipped, "list": lst,
-            "manifests": [m61, mpanic, m612, m73]}
+            "manifests": [m for i, m in enumerate([m61, mpanic, m612, m73])
+                          if m not in [m61, mpanic, m612, m73][:i]]}
 
 
 def make_planted_set(out_dir: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
