@@ -260,10 +260,10 @@ def scan(mem: Memory, rep: Reporter, fmt: str = "table",
         if include_clean or row.verdict != "clean":
             rows.append(row)
     if fmt == "json":
-        import json
+        from .jsontext import dumps
         doc = {"format": "crashext.scan/1", "by_verdict": by_verdict,
                "rows": [r.to_dict() for r in rows]}
-        rep.echo(json.dumps(doc, indent=2, sort_keys=True))
+        rep.echo(dumps(doc, indent=2, sort_keys=True))
     else:
         rank = getattr(S, "rank", None)
         if rank is not None:
