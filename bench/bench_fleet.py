@@ -6,14 +6,15 @@ and for an existing Dask cluster (a real ``dask scheduler`` and N
 
 The folder is the test suite's (tests/lab/crashdir.py: kexec-tools and
 kdump-tools layouts; clean, planted, panic and truncated dumps, a list
-of two more), so every dump is real.  Each measurement triages every
+of two more), so every dump is real; plus ``--extra`` copies of the
+small 6.1 makedumpfile dumps in kdump-tools folders.  Each measurement triages every
 dump into a fresh results folder (no resume), pictures and slab walk
 included, as a user's run does; the time is wall time from the call to
 the last result, and the figure is ``dumps / minutes``.
 
 Usage::
 
-    python3 bench/bench_fleet.py                 # 1,2,4 workers, both engines
+    python3 bench/bench_fleet.py                 # 1,2,4 workers, both engines, 8+16 dumps
     python3 bench/bench_fleet.py --workers 1,2 --engines process --repeat 2
     python3 bench/bench_fleet.py --json out.json
 
@@ -35,14 +36,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def build_folder(base: str):
-    from tests.lab import crashdir
+def build_folder(base: str, extra: int):
+    """The test suite's crash folder, plus ``extra`` kdump-tools folders
+    holding copies of the small makedumpfile dumps of the 6.1 runs (clean
+    and panic, alternately) with their kernel logs: a bigger fleet, so
+    the rate is not all start-up."""
+    from tests.lab import crashdir, labdumps
     planted = crashdir.make_planted_set()
     root = os.path.join(base, "var-crash")
     os.makedirs(root)
     exp = crashdir.build(root, planted)
     debug = os.path.join(base, "debug")
     crashdir.debug_tree(debug, exp["manifests"])
+    srcs = []
+    for fam in ("6.1", "6.1-panic"):
+        m = labdumps.load_manifest(fam)
+        for d in m["dumps"]:
+            if d["name"].startswith("makedumpfile") and d.get("drgn_ok"):
+                srcs.append((d["path"], m["_run_dir"]))
+                break
+    for k in range(extra if srcs else 0):
+        src, run = srcs[k % len(srcs)]
+        stamp = "202612%02d%02d%02d" % (1 + k // 100, k // 10 % 10, k % 10)
+        d = os.path.join(root, stamp)
+        os.makedirs(d)
+        shutil.copyfile(src, os.path.join(d, "dump." + stamp))
+        with open(os.path.join(d, "dmesg." + stamp), "w") as f:
+            f.write(crashdir.kernel_log(run))
+        exp["entries"]["%s/dump.%s" % (stamp, stamp)] = {"copy": src}
     return root, exp, debug
 
 
@@ -69,18 +90,19 @@ def main() -> None:
     ap.add_argument("--engines", default="process,dask")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per setting (the best is kept)")
+    ap.add_argument("--extra", type=int, default=16,
+                    help="copies of small 6.1 kdump dumps added (16)")
     ap.add_argument("--json", help="write the numbers here too")
     a = ap.parse_args()
     base = tempfile.mkdtemp(prefix="bench-fleet-")
     rows = []
     try:
-        root, exp, debug = build_folder(base)
+        root, exp, debug = build_folder(base, a.extra)
         inputs = [root, exp["list"]]
         n = len(exp["entries"])
-        print("folder: %d dumps (%s), %d cores" % (
-            n, ", ".join(sorted({e["release"] for e in
-                                 exp["entries"].values()})),
-            os.cpu_count() or 0))
+        print("folder: %d dumps (%d copies of small 6.1 kdump dumps), "
+              "%d cores, load %.1f" % (n, a.extra, os.cpu_count() or 0,
+                                       os.getloadavg()[0]))
         print("%-8s %7s %8s %9s %s" % ("engine", "workers", "wall s",
                                        "dumps/min", "per dump s (min-max)"))
         for engine in a.engines.split(","):

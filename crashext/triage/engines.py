@@ -19,7 +19,6 @@ and calls ``finished(i, summary)`` once per job, in completion order:
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -38,6 +37,11 @@ def crashed(job: Dict[str, Any], why: str) -> Dict[str, Any]:
     have been an out-of-memory kill, not the dump)."""
     from . import results
     from .worker import new_result
+    prev = results.load_result(job["out"])
+    if prev is not None and job.get("run") and prev.get("run") == \
+            job.get("run") and results.is_done(prev, job["dump"]):
+        # the worker died after writing: the result stands
+        return results.summary(prev, job["out"], "done")
     res = new_result(job)
     res["error"] = why
     results.write_json_atomic(job["out"], res)
@@ -83,36 +87,43 @@ def _mp_context():
     return mp.get_context("spawn")
 
 
+#: Dumps a process pool runs before it is replaced by a fresh one (bounds
+#: any leak in a worker).  Not ``max_tasks_per_child``: with it CPython
+#: 3.11's pool hangs once a worker has retired (no replacement worker
+#: picks up the queued tasks).
+JOBS_PER_POOL_WORKER = 16
+
+
 def run_process(jobs, idx, workers, finished) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
     ctx = _mp_context()
     pending = list(zip(jobs, idx))
-    first = True
-    while pending:
-        n = min(workers, len(pending)) if first else 1
-        kw: Dict[str, Any] = {"max_workers": n, "mp_context": ctx}
-        if sys.version_info >= (3, 11) and ctx.get_start_method() != "fork":
-            kw["max_tasks_per_child"] = 16   # bound any leak in a worker
-        batch = pending if first else pending[:1]
-        rest = [] if first else pending[1:]
-        retry = []
-        with ProcessPoolExecutor(**kw) as ex:
+    suspects: list = []
+    while pending or suspects:
+        # The dumps a dead worker may have held run one per pool, so a
+        # dump that kills its worker is told apart.
+        one = bool(suspects)
+        if one:
+            n, batch, suspects = 1, suspects[:1], suspects[1:]
+        else:
+            n = min(workers, len(pending))
+            batch = pending[:n * JOBS_PER_POOL_WORKER]
+            pending = pending[len(batch):]
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as ex:
             futs = {ex.submit(triage_one, j): (j, i) for j, i in batch}
             for fut in as_completed(futs):
                 j, i = futs[fut]
                 try:
                     finished(i, fut.result())
                 except BrokenProcessPool:
-                    if first:
-                        retry.append((j, i))
+                    if not one:
+                        suspects.append((j, i))
                     else:
                         finished(i, crashed(j, "worker process died "
                                                "analysing this dump"))
                 except Exception as e:      # pragma: no cover - defensive
                     finished(i, crashed(j, _one_line(e)))
-        pending = retry + rest
-        first = False
 
 
 def dask_address(address: Optional[str] = None) -> Optional[str]:

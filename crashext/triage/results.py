@@ -107,7 +107,8 @@ def remove_stale_tmp(out_dir: str) -> int:
     """Remove temporary files a killed writer left (call when no writer
     of this folder runs); returns how many."""
     n = 0
-    for p in glob.glob(os.path.join(out_dir, TMP_PREFIX + "*")):
+    for p in glob.glob(os.path.join(out_dir, TMP_PREFIX + "*")) + \
+            glob.glob(os.path.join(out_dir, "p-*.tmp.png")):
         try:
             os.unlink(p)
             n += 1
