@@ -411,3 +411,26 @@ def test_dask_cluster_survives_a_killed_worker(tmp_path_factory, cluster):
     again = batch.triage([root, exp["list"]], out, scheduler=cluster.address,
                          debug_dirs=[debug], log=None, settle=0)
     assert {s["status"] for s in again} == {"skipped"}
+
+
+def test_process_engine_runs_more_dumps_than_one_pool_holds(tmp_path):
+    """More dumps than a pool runs before it is replaced: each still gets
+    its result (CPython 3.11's max_tasks_per_child hung here)."""
+    from conftest import lab_dump
+    from crashext.triage import engines
+    m, src = lab_dump("6.1", "makedumpfile-d31")
+    n = engines.JOBS_PER_POOL_WORKER + 2
+    root = tmp_path / "crash"
+    for k in range(n):
+        d = root / ("2026120100%02d" % k)
+        d.mkdir(parents=True)
+        try:
+            os.link(src, d / ("dump.2026120100%02d" % k))
+        except OSError:
+            shutil.copyfile(src, d / ("dump.2026120100%02d" % k))
+    res = batch.triage([str(root)], tmp_path / "out", workers=1,
+                       debug_dirs=[os.path.dirname(m["vmlinux"])],
+                       slab=False, png=False, log=None, settle=0)
+    assert len(res) == n and {r["status"] for r in res} == {"done"}
+    assert {r["verdict"] for r in res} == {"clean"}
+    assert len({r["pid"] for r in res}) == 2        # two pools
