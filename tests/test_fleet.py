@@ -82,9 +82,14 @@ def test_discovery_finds_every_dump_once_by_content(tmp_path_factory):
         elif n.startswith("2026"):
             assert x.layout == "kdump-tools"
             assert os.path.basename(x.dmesg) == "dmesg." + n.split("/")[0]
-    # the makedumpfile dump is kdump-compressed, the QEMU ones ELF
+    # told by content: makedumpfile's kdump-compressed and flattened
+    # dumps, QEMU's ELF cores
+    for n, e in exp["entries"].items():
+        if e.get("format"):
+            assert by[n].format == e["format"], n
     assert by["10.0.0.7-2026-11-21-08:02:55/vmcore"].format in (
         "kdump", "elf")
+    assert by["127.0.0.1-2026-11-20-03:14:07/vmcore"].format == "elf"
     # the same folder given twice, and through a symlink: still once each
     link = os.path.join(os.path.dirname(root), "crash-link")
     if not os.path.exists(link):

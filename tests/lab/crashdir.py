@@ -169,6 +169,15 @@ def build(root: str, planted: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         {"kind": "panic" if panic_of(m73) else "clean",
          "panic": panic_of(m73), "release": m73["release"]},
         "dmesg.202611260512")
+    # kdump-tools piping makedumpfile -F: a flattened dump
+    d31 = _dump(m61, "makedumpfile-d31")
+    flat = flattened(d31, m61["vmlinux"], os.environ.get(
+        "CRASHEXT_PLANTED_DIR") or str(labdumps.lab_dir() / "planted")) \
+        if d31 else None
+    if flat:
+        add("202611290815/dump.202611290815", flat, m61["_run_dir"],
+            {"kind": "clean", "panic": None, "release": m61["release"],
+             "format": "flattened"}, "dmesg.202611290815")
     _write(os.path.join(root, "202611270613/dump-incomplete"), "")
     skipped.append("202611270613/dump-incomplete")
     _write(os.path.join(root, "202611280714/dump.202611280714"), "")
@@ -188,6 +197,43 @@ def build(root: str, planted: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     return {"entries": entries, "skipped": skipped, "list": lst,
             "manifests": [m for i, m in enumerate([m61, mpanic, m612, m73])
                           if m not in [m61, mpanic, m612, m73][:i]]}
+
+
+def flattened(src: str, vmlinux: str, out_dir: str) -> Optional[str]:
+    """A makedumpfile-flattened copy of the kdump-compressed ``src``, as
+    kdump-tools writes it when the dump is piped (``makedumpfile -F``,
+    e.g. to ssh): made once by the real makedumpfile and reused while
+    ``src`` is unchanged; None when makedumpfile is not installed."""
+    import shutil
+    import subprocess
+    mk = shutil.which("makedumpfile")
+    if mk is None:
+        return None
+    st = os.stat(src)
+    key = {"src": os.path.realpath(src), "size": st.st_size,
+           "mtime_ns": st.st_mtime_ns}
+    out = os.path.join(out_dir, os.path.basename(os.path.dirname(
+        os.path.realpath(src))) + ".flat")
+    side = out + ".src.json"
+    try:
+        with open(side) as f:
+            if json.load(f) == key and os.path.isfile(out):
+                return out
+    except (OSError, ValueError):
+        pass
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = out + ".tmp%d" % os.getpid()
+    with open(tmp, "wb") as f:
+        r = subprocess.run([mk, "-F", "-c", "-d", "31", "-x", vmlinux, src],
+                           stdout=f, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        os.unlink(tmp)
+        raise RuntimeError("makedumpfile -F failed: %s"
+                           % r.stderr.decode(errors="replace")[-500:])
+    os.replace(tmp, out)
+    with open(side, "w") as f:
+        json.dump(key, f)
+    return out
 
 
 def make_planted_set(out_dir: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
