@@ -1,17 +1,33 @@
 #!/usr/bin/env bash
 # Install crashext with its test dependencies, make real lab vmcores
-# (Debian 6.1 and 6.12 kernels under QEMU, ../shared/lab: one boot each)
-# and run every test.
+# (Debian 6.1, 6.12 and 7.3 kernels under QEMU, ../shared/lab: one --quick
+# boot each) and run every test.
 # Usage: bash tests/run_all.sh [pytest args]
 #   CRASHEXT_NO_LAB=1     skip making lab dumps (lab tests then skip)
-#   LAB_KERNELS="6.1"     which kernel families to boot (default "6.1 6.12")
-#   LAB_PANIC="6.1 7.3"   families that also get a real panic dump
-#                         (mkdump.sh --quick --panic; default "6.1")
+#   LAB_KERNELS="6.1"     which kernel families to boot (default
+#                         "6.1 6.12 7.3"); the lab tests run on the same
+#                         families (CRASHEXT_LAB_FAMILIES, tests/lab/labdumps.py)
+#   LAB_PANIC="6.1"       families of those that also get a real panic dump
+#                         (mkdump.sh --quick --panic; default "6.1 7.3";
+#                         the fleet tests read CRASHEXT_LAB_PANIC_FAMILIES)
+#   LAB_KASLR=1           boot them with --kaslr (tests then use the KASLR runs)
+#   CI=true               a failed lab run fails this script, and every
+#                         test that would skip fails (tests/conftest.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+KERNELS=${LAB_KERNELS:-6.1 6.12 7.3}
+export CRASHEXT_LAB_FAMILIES=${CRASHEXT_LAB_FAMILIES:-$KERNELS}
+PANIC=""
+for k in ${LAB_PANIC-6.1 7.3}; do
+	case " $KERNELS " in *" $k "*) PANIC="$PANIC $k" ;; esac
+done
+export CRASHEXT_LAB_PANIC_FAMILIES=${CRASHEXT_LAB_PANIC_FAMILIES:-$PANIC}
+ci=0
+case "${CI:-}" in ""|0|false|no) ;; *) ci=1 ;; esac
 echo "== install"
-# dask: the triage tests start a real Dask scheduler and workers
+# dask[distributed]: the triage tests start a real Dask scheduler and
+# workers (and a local cluster).
 $PY -m pip install -q --disable-pip-version-check -e '.[test,dask]'
 if [ "$(id -u)" = 0 ] && ! command -v crash > /dev/null; then
 	# crash 8.0.2 is the oracle for order-0 trees and rd
@@ -20,28 +36,51 @@ if [ "$(id -u)" = 0 ] && ! command -v crash > /dev/null; then
 		echo "could not install crash; crash oracle tests will skip"
 fi
 LAB_SCRIPT=../shared/lab/mkdump.sh
-if [ "${CRASHEXT_NO_LAB:-0}" != 1 ] && [ -x "$LAB_SCRIPT" ]; then
-	for k in ${LAB_KERNELS:-6.1 6.12}; do
+failed=""
+if [ "${CRASHEXT_NO_LAB:-0}" != 1 ]; then
+	if [ ! -x "$LAB_SCRIPT" ]; then
+		echo "no lab script at $LAB_SCRIPT: lab tests will skip" >&2
+		failed="(no lab script)"
+	fi
+	[ -n "${LAB_KASLR:-}" ] && [ "$LAB_KASLR" != 0 ] && export CRASHEXT_LAB_KASLR=1
+	for k in $KERNELS; do
+		[ -x "$LAB_SCRIPT" ] || break
 		args=(--quick --kernel "$k")
 		# 6.1 also gets a file of order-0 folios, where crash is right.
 		[ "$k" = 6.1 ] && args+=(--bigfile 256M --bigfile-ra 0)
+		[ "${CRASHEXT_LAB_KASLR:-0}" = 1 ] && args+=(--kaslr)
 		echo "== lab vmcore $k (one boot): mkdump.sh ${args[*]}"
+		start=$(date +%s)
 		if ! "$LAB_SCRIPT" "${args[@]}" > "lab-$k.log" 2>&1; then
 			tail -20 "lab-$k.log"
 			echo "lab run $k failed (see lab-$k.log); its tests will skip" >&2
+			failed="$failed $k"
 		else
 			tail -1 "lab-$k.log"
+			echo "   ($(( $(date +%s) - start )) s)"
 		fi
 	done
-	for k in ${LAB_PANIC-6.1}; do
-		echo "== lab panic vmcore $k (one boot): mkdump.sh --quick --kernel $k --panic"
-		if ! "$LAB_SCRIPT" --quick --kernel "$k" --panic > "lab-$k-panic.log" 2>&1; then
+	for k in $PANIC; do
+		[ -x "$LAB_SCRIPT" ] || break
+		args=(--quick --kernel "$k" --panic)
+		[ "${CRASHEXT_LAB_KASLR:-0}" = 1 ] && args+=(--kaslr)
+		echo "== lab panic vmcore $k (one boot): mkdump.sh ${args[*]}"
+		start=$(date +%s)
+		if ! "$LAB_SCRIPT" "${args[@]}" > "lab-$k-panic.log" 2>&1; then
 			tail -20 "lab-$k-panic.log"
 			echo "lab panic run $k failed (see lab-$k-panic.log); its tests will skip" >&2
+			failed="$failed $k-panic"
 		else
 			tail -1 "lab-$k-panic.log"
+			echo "   ($(( $(date +%s) - start )) s)"
 		fi
 	done
 fi
-echo "== tests"
-exec $PY -m pytest -q "$@"
+echo "== tests (lab families: $CRASHEXT_LAB_FAMILIES; panic:$PANIC)"
+rc=0
+$PY -m pytest -q "$@" || rc=$?
+if [ -n "$failed" ] && [ $ci = 1 ]; then
+	echo "CI: lab run(s) failed:$failed" >&2
+	[ $rc = 0 ] && rc=1
+fi
+exit $rc

@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.lab import labdumps  # noqa: E402
+
 drgn = pytest.importorskip("drgn")
 from click.testing import CliRunner  # noqa: E402
 from conftest import standin_crash  # noqa: E402
@@ -58,33 +60,26 @@ Dump = namedtuple("Dump", "id vmlinux vmcore targets status")
 
 
 def _lab(family):
-    m = labdumps.load_manifest(family)
-    if m is None:
+    run = labdumps.elf_run(family)
+    if run is None:
         return None
-    elf = labdumps.dump_path(m, "elf")
-    vml = labdumps.vmlinux_path(m)
-    if not elf or not vml:
-        return None
-    return Dump(family, vml, elf, [f["inode"] for f in m["files"]], 0)
+    m, elf, vmlinux = run
+    return Dump(family, vmlinux, elf, [f["inode"] for f in m["files"]], 0)
 
 
 def _planted(family):
-    """The planted copy of ``family``'s ELF dump (every case of
-    tests/lab/scenarios), made when missing (tests/lab/plant.py)."""
-    if labdumps.load_manifest(family) is None:
+    """``family``'s dump with every case planted, built here when absent
+    (tests/lab/plant.ensure_planted)."""
+    from tests.lab import plant
+    t = plant.ensure_planted(family)
+    if t is None:
         return None
-    from tests.lab import plant as P
-    from tests.lab import scenarios as S
-    d = os.environ.get("CRASHEXT_PLANTED_DIR") or str(labdumps.lab_dir()
-                                                      / "planted")
-    os.makedirs(d, exist_ok=True)
-    dst, _tp, t = P.make_planted(family, list(S.CASES),
-                                 os.path.join(d, "%s-all.elf" % family))
     inodes = []
     for c in t["cases"]:
         if c.get("inode") and c["inode"] not in inodes:
             inodes.append(c["inode"])
-    return Dump("planted-%s-all" % family, t["vmlinux"], dst, inodes, 1)
+    return Dump("planted-%s-all" % family, t["vmlinux"], t["planted"],
+                inodes, 1)
 
 
 FAMILIES = list(labdumps.FAMILIES)
@@ -335,7 +330,7 @@ def test_stdout_is_flushed_every_run(crash):
 
 # ------------------------------------------------------- capture in crash
 def test_capture_then_cli_on_the_snapshot(crash, tmp_path):
-    d = _dump("planted-6.1-all") if _planted("6.1-all") else _dump("6.1")
+    d = _dump("planted-6.1-all")
     session(crash, d)
     snap = tmp_path / "x.snap"
     t = d.targets[0]

@@ -169,8 +169,18 @@ def test_vmlinux_by_release_and_build_id(tmp_path_factory):
 # the kernel log
 
 
-@pytest.mark.parametrize("family", ["6.1", "6.12", "7.3", "6.1-panic",
-                                    "7.3-panic"])
+def _panic_families():
+    """The panic runs made next to the lab families (run_all.sh:
+    $LAB_PANIC, passed on as $CRASHEXT_LAB_PANIC_FAMILIES)."""
+    from tests.lab.labdumps import FAMILIES
+    v = os.environ.get("CRASHEXT_LAB_PANIC_FAMILIES")
+    want = v.replace(",", " ").split() if v is not None else ["6.1", "7.3"]
+    return [f + "-panic" for f in want if f in FAMILIES]
+
+
+@pytest.mark.parametrize("family", list(__import__(
+    "tests.lab.labdumps", fromlist=["FAMILIES"]).FAMILIES)
+    + _panic_families())
 def test_printk_ring_buffer_reads_as_drgn_does(family):
     _need(family)
     from drgn.helpers.linux.printk import get_printk_records

@@ -171,8 +171,7 @@ def build(root: str, planted: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         "dmesg.202611260512")
     # kdump-tools piping makedumpfile -F: a flattened dump
     d31 = _dump(m61, "makedumpfile-d31")
-    flat = flattened(d31, m61["vmlinux"], os.environ.get(
-        "CRASHEXT_PLANTED_DIR") or str(labdumps.lab_dir() / "planted")) \
+    flat = flattened(d31, m61["vmlinux"], str(labdumps.planted_dir())) \
         if d31 else None
     if flat:
         add("202611290815/dump.202611290815", flat, m61["_run_dir"],
@@ -239,8 +238,7 @@ def flattened(src: str, vmlinux: str, out_dir: str) -> Optional[str]:
 def make_planted_set(out_dir: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
     """The planted dumps the crash folder uses (made once, reused)."""
     from . import plant
-    d = out_dir or os.environ.get("CRASHEXT_PLANTED_DIR") or str(
-        labdumps.lab_dir() / "planted")
+    d = out_dir or str(labdumps.planted_dir())
     spec = {"seed": ("6.1", ["seed"], "6.1-seed"),
             "seed2": ("6.1", ["seed", "wrong_index"], "6.1-seed+wrong_index"),
             "panic-seed": ("6.1-panic", ["seed"], "6.1-panic-seed"),

@@ -201,6 +201,7 @@ class _State:
         self.progs_dir = None
         self.registered: dict = {}       # name -> (short, synopsis, help)
         self.commands: dict = {}         # name -> func(line) (test-defined)
+        self.aliases: dict = {}          # crash's runtime aliases
         self.sys_output = None
         self.types: dict = {}
         self.pending = ""                # written but not flushed (Python buffer)
@@ -269,6 +270,7 @@ def standin_reset(pykdumppath=None, progs_dir=None) -> None:
         _st.progs_dir = os.fspath(progs_dir)
     _st.registered = {}
     _st.commands = {}
+    _st.aliases = {}
     _st.pending = ""
     _st.shown = []
     _st.last_output = ""
@@ -725,6 +727,8 @@ def _crash_command(line: str) -> str:
         raise _StopScript(line)
     if name in _st.commands:
         return _st.commands[name](line)
+    if name == "alias":
+        return _alias(argv[1:])
     if name == "sys" and len(argv) == 1:
         return _sys_output()
     if name == "help" and len(argv) == 2 and _is_epython_cmd(argv[1]):
@@ -733,6 +737,26 @@ def _crash_command(line: str) -> str:
         raise StandinUnsupported(
             "crash command %r is not emulated by the pykdump stand-in" % line)
     return "crash: command not found: %s\n" % name
+
+
+def _alias(argv) -> str:
+    """crash's ``alias [NAME [COMMAND...]]`` (runtime aliases): an alias
+    named like a command is refused; the listing is crash's."""
+    head = "ORIGIN   ALIAS    COMMAND\n"
+    if not argv:
+        return head + "".join("runtime  %-8s %s\n" % kv
+                              for kv in _st.aliases.items())
+    name = argv[0]
+    if len(argv) == 1:
+        if name not in _st.aliases:
+            raise error("alias: %s: alias does not exist\n" % name)
+        return head + "runtime  %-8s %s\n" % (name, _st.aliases[name])
+    if name in CRASH_BUILTINS or _is_epython_cmd(name) \
+            or name in _st.commands:
+        raise error("alias: cannot alias existing command name: %s\n"
+                    % name)
+    _st.aliases[name] = " ".join(argv[1:])
+    return head + "runtime  %-8s %s\n" % (name, _st.aliases[name])
 
 
 def exec_crash_command(cmd, timeout=None):
@@ -772,6 +796,11 @@ def register_epython_prog(*args):
               % (_st.ext_filename, name))
         return False
     _st.registered[name] = tuple(args[1:])
+    if name in _st.aliases:
+        # crash 8.0.2 (checked in test_real_crash_alias_and_registration)
+        del _st.aliases[name]
+        _show_direct('alias "%s" deleted: name clash with extension '
+                     'command\n' % name)
     return True
 
 
@@ -997,6 +1026,9 @@ def standin_command(line: str) -> str:
         return _top_level(_execute_prog, argv[1:])
     if argv[0] in _st.registered:
         return _top_level(_execute_prog, argv)
+    if argv[0] in _st.aliases and argv[0] not in _st.commands:
+        rest = line.strip()[len(argv[0]):]
+        return standin_command(_st.aliases[argv[0]] + rest)
     try:
         return exec_crash_command(line)
     except error as e:
