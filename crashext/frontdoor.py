@@ -509,11 +509,6 @@ def run_xa(mem: Memory, argv: Sequence[str], out: Optional[TextIO] = None,
         if ns.output:
             return _to_file(mem, command, ns, rep)
         return _run_command(mem, command, ns, rep)
-        fmt = "chat" if command == "chat" else ns.fmt
-        opts = render_opts(command, fmt, getattr(ns, "flat", False),
-                           getattr(ns, "grouped", False))
-        return analyze_targets(mem, command, specs, fmt, rep,
-                               getattr(ns, "png", None), **opts)
     except _Done:
         return EXIT_CLEAN
     except XaUsage as e:
