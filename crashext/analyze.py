@@ -86,7 +86,7 @@ class Analysis:
 
 def _stats(w: Walk, recs: Mapping[int, FolioRec],
            hints: Optional[Dict[str, Any]] = None) -> Stats:
-    s = Stats(nodes=len(w.nodes), node_reads=w.reads)
+    s = Stats(nodes=w.unique_nodes, node_reads=w.reads)
     s.depth = max((n.depth for n in w.nodes), default=-1) + 1
     s.entries = len(w.entries)
     POINTER, VALUE = E.POINTER, E.VALUE

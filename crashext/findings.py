@@ -43,7 +43,8 @@ CODES: Dict[str, Tuple[str, str]] = {
     "BAD_POINTER": (ERROR, "entry is not a valid kernel pointer"),
     # nodes
     "NODE_UNREADABLE": (ERROR, "xa_node could not be read"),
-    "NODE_CYCLE": (ERROR, "node reached twice (cycle or shared subtree)"),
+    "NODE_CYCLE": (ERROR, "node is its own ancestor (cycle)"),
+    "NODE_SHARED": (ERROR, "node held by two slots (shared subtree)"),
     "NODE_SHIFT": (ERROR, "node shift disagrees with its depth"),
     "NODE_OFFSET": (ERROR, "node offset disagrees with its slot in the parent"),
     "NODE_PARENT": (ERROR, "node parent disagrees with the node that holds it"),
