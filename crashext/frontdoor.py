@@ -188,13 +188,15 @@ def render_opts(command: str, fmt: str, flat: bool = False,
 
 def slab_nodes(mem: Memory, rep: Reporter) -> Optional[list]:
     """Every node header of the radix_tree_node slab (crashext.triage.slab)
-    for the accounting of cut-off subtrees, or None (one error line)
-    when the slab cannot be walked."""
+    for the accounting of cut-off subtrees, or None (one note line: the
+    analysis goes on, and its nrpages line says the slab was not
+    searched) when the slab cannot be walked."""
     try:
         from .triage.slab import walk_slab
         return list(walk_slab(mem, check=False).nodes.values())
     except CrashextError as e:
-        rep.fail("slab walk: %s (cut-off nodes not searched)" % e)
+        rep.info("%s: note: slab walk: %s (cut-off nodes not searched)"
+                 % (rep.prefix, one_line(e)))
         return None
 
 

@@ -90,21 +90,25 @@ def consequence(r: Any) -> str:
 
 
 def risk_line(imp: Any) -> Optional[str]:
-    """``DATA AT RISK: 0x10000 (64 KiB) dirty in 1 folio cut off``, or
-    None."""
+    """``DATA AT RISK: 0x10000 (64 KiB), 1 dirty folio lost``, or None."""
     rs = imp.at_risk
     if not rs:
         return None
     size = imp.risk_pages << imp.page_shift
     folios = sum(r.nr_folios for r in rs)
+    dirty = sum(r.state.get("dirty", 0) for r in rs)
+    wb = sum(r.state.get("writeback", 0) for r in rs)
+    what = ("dirty" if dirty and not wb else "writeback" if not dirty
+            else "dirty/writeback")
     kinds = []
     for r in rs:
         w = {"lost": "lost", "aliased": "at a wrong index",
-             "foreign": "another file's", "stale": "stale"}[r.kind]
+             "foreign": "of another file", "stale": "stale"}[r.kind]
         if w not in kinds:
             kinds.append(w)
-    return "DATA AT RISK: %s dirty/writeback, %s %s" % (
-        fmt.nbytes(size), _pl(folios, "folio"), " + ".join(kinds))
+    return "DATA AT RISK: %s, %d %s folio%s %s" % (
+        fmt.nbytes(size), folios, what, "" if folios == 1 else "s",
+        ", ".join(kinds))
 
 
 def summary_lines(imp: Any) -> List[str]:

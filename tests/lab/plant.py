@@ -329,8 +329,12 @@ def default_out(family: str, cases: Sequence[str]) -> str:
     from .labdumps import lab_dir
     from .scenarios import CASES
 
+    from .scenarios import IMPACT_CASES
+
     if sorted(cases) == sorted(CASES):
         tag = "all"
+    elif sorted(cases) == sorted(IMPACT_CASES):
+        tag = "impact"
     elif len(cases) <= 3:
         tag = "+".join(cases)
     else:
@@ -372,17 +376,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.lab.plant", description=__doc__.split("\n")[0])
     ap.add_argument("--family", default="6.1", help="lab family (6.1, 6.12, 6.12-kaslr, ...)")
     ap.add_argument("--cases", default="all",
-                    help="comma separated, or 'all': " + ",".join(scenarios.CASES))
+                    help="comma separated, 'all' (%s) or 'impact' (%s)"
+                    % (",".join(scenarios.CASES), ",".join(scenarios.IMPACT_CASES)))
     ap.add_argument("--out", help="planted ELF path (default <lab>/planted/<family>-<cases>.elf)")
     ap.add_argument("--force", action="store_true", help="re-copy even if a matching copy exists")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     a = ap.parse_args(argv)
     if a.list:
-        for c in scenarios.CASES:
+        for c in scenarios.CASE_DOCS:
             print("%-16s %s" % (c, scenarios.CASE_DOCS[c]))
         return 0
-    cases = list(scenarios.CASES) if a.cases == "all" else [c.strip() for c in a.cases.split(",") if c.strip()]
-    bad = [c for c in cases if c not in scenarios.CASES]
+    if a.cases in ("all", "impact"):
+        cases = list(scenarios.CASES if a.cases == "all" else scenarios.IMPACT_CASES)
+    else:
+        cases = [c.strip() for c in a.cases.split(",") if c.strip()]
+    bad = [c for c in cases if c not in scenarios.CASE_DOCS]
     if bad:
         ap.error("unknown case(s): %s" % ", ".join(bad))
     out, tp, truth = make_planted(a.family, cases, a.out, a.force)
