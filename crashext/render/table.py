@@ -123,9 +123,10 @@ def impact_lines(imp: Any, grouped: bool = False, tablefmt: str = "simple",
         out.append("  " + risk)
     out.extend("  " + x for x in impact_text.summary_lines(imp))
     if imp.ranges:
-        out.append(tabulate(impact_text.table_rows(imp, addr, limit),
-                            headers=impact_text.HEADERS, tablefmt=tablefmt,
-                            disable_numparse=True))
+        t = tabulate(impact_text.table_rows(imp, addr, limit),
+                     headers=impact_text.HEADERS, tablefmt=tablefmt,
+                     disable_numparse=True)
+        out.extend("  " + ln for ln in t.splitlines())
         if limit is not None and len(imp.ranges) > limit:
             out.append("... %d more ranges not shown (-f json lists every "
                        "one)" % (len(imp.ranges) - limit))
