@@ -435,3 +435,43 @@ def test_cli_check_memmap_slab(family):
     assert r.exit_code == 1
     assert re.search(r"nrpages \d+ = \d+ reachable \+ \d+ unexplained "
                      r"\(not searched: memory map, slab\)", r.output)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_folio_past_eof(family):
+    """truncate_setsize() writes i_size, then truncate_pagecache() drops
+    every folio past it: shrink i_size (on the clean dump) to the start of
+    the last folio, and that folio - only it - is cached past EOF.  Not on
+    tmpfs (fallocate KEEP_SIZE keeps such folios), not for a locked folio
+    (a write in flight)."""
+    from crashext.analyze import analyze, layout_for
+    from crashext.backends.drgn import DrgnMemory
+    from patched_memory import PatchedMemory
+    from tests.lab import scenarios as S
+    m = lab_manifest(family)
+    if m is None:
+        pytest.skip("no lab run for %s" % family)
+    mem = DrgnMemory.open(labdumps.dump_path(m, "elf"), labdumps.vmlinux_path(m))
+    lay = layout_for(mem)
+    ctx = S.Ctx(m, S.program_for(m))
+    for path, expect in (("/mnt/xfs/big64", True), ("/mnt/thp/thp16", False)):
+        f = labdumps.file_entry(m, path)
+        last = max(ctx.tree(f).folio_slots())           # highest index
+        idx, folio = last[0], last[1]
+        pm = PatchedMemory(mem)
+        pm.patch_u64(int(f["inode"], 16) + lay.inode_i_size, idx << 12)
+        a = analyze(pm, path)
+        hits = [x for x in a.findings if x.code == "FOLIO_BEYOND_EOF"]
+        if not expect:
+            assert hits == [] and a.verdict == "clean"
+            continue
+        assert [(x.indices, x.folio, x.severity) for x in hits] == \
+            [((idx,), folio, "warning")]
+        [r] = a.impact.ranges
+        assert (r.kind, r.first, r.last) == ("beyond_eof", idx,
+                                             idx + (1 << ctx.order(folio)) - 1)
+        assert r.beyond_eof and not r.reads_wrong and not a.impact.wrong_pages
+        # The same folio locked: a write in flight, not reported.
+        flags = int.from_bytes(mem.read(folio + lay.f_flags, 8), "little")
+        pm.patch_u64(folio + lay.f_flags, flags | 1 << lay.pg_locked)
+        assert analyze(pm, path).verdict == "clean"
