@@ -120,15 +120,35 @@ def explain(a: Any) -> List[Explanation]:
                     % (fmt.hx(f.indices[0]), f.expected),
                     "order %d: stale pointer to a reused folio"
                     % f.found], [i]))
+    lost = getattr(getattr(a, "impact", None), "lost", None)
+    cross = {id(c.finding): c for c in (lost.cross if lost else [])}
     for i in by_code.get("NODE_ARRAY", []):
         f = a.findings[i]
         who = fmt.hx(f.found)
         if "other_ino" in f.extra:
             who += " (inode %d)" % f.extra["other_ino"]
-        out.append(Explanation("CROSS_LINK", [
-            "node %s belongs to xarray" % fmt.hx(f.node), who + ":",
-            "node cross-linked from another tree",
-            "(freed and reused without zeroing?)"], [i]))
+        lines = ["node %s belongs to xarray" % fmt.hx(f.node), who + ":"]
+        data: Dict[str, Any] = {}
+        c = cross.get(id(f))
+        if c is not None and c.reached:
+            lines += ["that tree holds it too: %s" % (
+                          "its xa_head" if not c.holder else
+                          "slot %d of node" % c.slot),
+                      ("%s, idx" % fmt.hx(c.holder)) if c.holder else "idx",
+                      fmt.idx_range(c.index, c.index + c.span - 1) + ":",
+                      "one subtree under two trees; its",
+                      "folios are read in both files"]
+            data = {"shared": True, "other_index": c.index,
+                    "span": c.span}
+        elif c is not None and c.reached is False:
+            lines += ["that tree does not hold it:", c.why + ";",
+                      "its ->array is stale: node freed",
+                      "and reused without zeroing?"]
+            data = {"shared": False}
+        else:
+            lines += ["node cross-linked from another tree",
+                      "(freed and reused without zeroing?)"]
+        out.append(Explanation("CROSS_LINK", lines, [i], data))
     for i in by_code.get("NODE_FREEING", []):
         f = a.findings[i]
         out.append(Explanation("FREED_NODE", [
@@ -154,7 +174,6 @@ def explain(a: Any) -> List[Explanation]:
             out.append(e)
     for i in by_code.get("NODE_CYCLE", []):
         out.append(_cycle(a, i, a.findings[i]))
-    lost = getattr(getattr(a, "impact", None), "lost", None)
     where = {id(f): k for k, f in enumerate(a.findings)}
     for s in (lost.shared if lost is not None else []):
         out.append(_shared(a, s, where.get(id(s.finding), 0)))

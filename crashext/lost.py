@@ -107,6 +107,23 @@ class Shared:
 
 
 @dataclass
+class CrossTree:
+    """A node whose ``array`` names another XArray (a NODE_ARRAY finding),
+    looked up in that tree: is it held there too - one subtree under two
+    trees - or is its ``array`` just stale?"""
+
+    finding: Any
+    node: int
+    array: int                      # the other struct xarray
+    reached: Optional[bool]         # None: could not tell (unreadable)
+    index: Optional[int] = None     # first index it covers there
+    span: int = 0
+    holder: Optional[int] = None    # node->parent (0: that xa_head)
+    slot: Optional[int] = None      # node->offset
+    why: str = ""                   # the link that fails, when not reached
+
+
+@dataclass
 class Unreadable:
     node: int
     holder: Optional[int]
@@ -129,6 +146,7 @@ class Lost:
     folios: List[LostFolio] = field(default_factory=list)
     unreadable: List[Unreadable] = field(default_factory=list)
     shared: List[Shared] = field(default_factory=list)
+    cross: List[CrossTree] = field(default_factory=list)
     memmap: Optional[str] = None    # what the memory map walk read; None: not run
     memmap_complete: bool = False
     slab: bool = False              # cut-off nodes looked for in the slab
@@ -341,7 +359,59 @@ def account(a: Any, mem: Optional[Memory], memmap: Any = None,
                 locked="locked" in folio_state(lay, f.flags)))
     lost.folios.sort(key=lambda x: (x.folio.index, x.folio.addr))
     _shared(a, lost, rows)
+    if mem is not None and lay is not None:
+        for f in a.findings:
+            if f.code == "NODE_ARRAY" and f.node and isinstance(f.found, int) \
+                    and f.found > 1:
+                lost.cross.append(_other_tree(mem, lay, f, f.node, f.found))
     return lost
+
+
+def _other_tree(mem: Memory, lay: Any, f: Any, node: int,
+                array: int) -> CrossTree:
+    """Follow ``node``'s parent/offset chain in ``array``'s tree to its
+    ``xa_head``: every parent must name the same array, sit one level up
+    and hold the child at ``offset`` (the links ``xas_store()`` keeps)."""
+    cshift = lay.chunk_shift
+    c = CrossTree(f, node, array, None)
+
+    def hdr(addr: int) -> Tuple[int, int, int, int]:
+        b = mem.read(addr, lay.node_size)
+        return (b[lay.node_shift], b[lay.node_offset],
+                int.from_bytes(b[lay.node_parent:lay.node_parent + 8], "little"),
+                int.from_bytes(b[lay.node_array:lay.node_array + 8], "little"))
+
+    try:
+        shift, offset, parent, _arr = hdr(node)
+        c.holder, c.slot = parent, offset
+        c.span = 1 << min(shift + cshift, 64)
+        cur, index = node, 0
+        for _ in range(64 // cshift + 1):
+            if not parent:
+                head = mem.read_u64(array + lay.xa_head)
+                c.reached = head == cur | 2
+                if not c.reached:
+                    c.why = "its xa_head holds another entry"
+                break
+            pshift, poff, pparent, parr = hdr(parent)
+            slot = mem.read_u64(parent + lay.node_slots + 8 * offset) \
+                if offset < lay.chunk_size else None
+            if parr != array or pshift != shift + cshift or slot != cur | 2:
+                c.reached = False
+                c.why = ("parent %s names another array" % fmt.hx(parent)
+                         if parr != array else
+                         "parent %s slot %d holds another entry"
+                         % (fmt.hx(parent), offset))
+                break
+            index += offset << pshift
+            cur, shift, offset, parent = parent, pshift, poff, pparent
+        else:
+            c.why = "parent chain too long"
+        if c.reached:
+            c.index = index
+    except UnreadableMemory as e:
+        c.why = "unreadable: %s" % (e.reason or e)
+    return c
 
 
 def findings(lost: Lost) -> List[Finding]:

@@ -475,3 +475,63 @@ def test_folio_past_eof(family):
         flags = int.from_bytes(mem.read(folio + lay.f_flags, 8), "little")
         pm.patch_u64(folio + lay.f_flags, flags | 1 << lay.pg_locked)
         assert analyze(pm, path).verdict == "clean"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_node_under_two_trees(family):
+    """A node of big64's tree also put in a slot of dirty32's tree: one
+    subtree under two trees.  dirty32's analysis finds big64's tree holds
+    it at its parent/offset (the index range from the clean dump), reads
+    big64's folios over that slot's range (foreign), and finds its own
+    folios of that range in the memory map.  A node whose ->array alone
+    names another tree is told apart: that tree does not hold it."""
+    from crashext.analyze import analyze, layout_for
+    from crashext.backends.drgn import DrgnMemory
+    from patched_memory import PatchedMemory
+    from tests.lab import scenarios as S
+    m = lab_manifest(family)
+    if m is None:
+        pytest.skip("no lab run for %s" % family)
+    mem = DrgnMemory.open(labdumps.dump_path(m, "elf"), labdumps.vmlinux_path(m))
+    lay = layout_for(mem)
+    ctx = S.Ctx(m, S.program_for(m))
+    fa = labdumps.file_entry(m, "/mnt/xfs/big64")
+    fb = labdumps.file_entry(m, "/mnt/xfs/dirty32")
+    ta, tb = ctx.tree(fa), ctx.tree(fb)
+    X = next(n for n in ta.nodes if n.shift == 0 and n.holder is not None
+             and any(S.kind(e) == S.POINTER for e in n.slots))
+    Y, i = next((n, k) for n in tb.nodes if n.shift == 6
+                for k, e in enumerate(n.slots) if S.kind(e) == S.NODE)
+    lo = Y.index(i)
+    pm = PatchedMemory(mem)
+    pm.patch_u64(Y.slot_addr(i), S.mk_node(X.addr))
+    a = analyze(pm, fb["path"], memmap=True)
+    [f] = [f for f in a.findings if f.code == "NODE_ARRAY"]
+    assert f.node == X.addr and f.found == int(fa["i_pages"], 16)
+    [e] = [e for e in a.explanations if e.code == "CROSS_LINK"]
+    assert e.data == {"shared": True, "other_index": X.base, "span": 64}
+    assert "slot %d of node" % X.holder_slot in e.text
+    assert max(len(x) for x in e.lines) <= 60
+    # What dirty32's readers get over that slot: big64's folios.
+    want = set()
+    for s, ent, ns in X.runs():
+        if S.kind(ent) == S.POINTER:
+            want.update(range(lo + s, lo + s + ns))
+    assert covered(a.impact.ranges, ("foreign",), lo, lo + 64) == want
+    assert {r.other_ino for r in a.impact.ranges if r.kind == "foreign"} == \
+        {fa["i_ino"]}
+    # Its own folios of the range: cut off, found in the memory map.
+    own = [x for x in ctx.own_folios(fb, tb) if lo <= x["index"] < lo + 64]
+    assert sorted("0x%x" % x.folio.addr for x in a.impact.lost.folios) == \
+        sorted(x["folio"] for x in own)
+    assert a.impact.lost.unexplained == 0
+    # Only ->array changed: the other tree does not hold it (stale).
+    Z = next(n for n in tb.nodes if n.shift == 0 and n.holder is not None)
+    pm = PatchedMemory(mem)
+    pm.patch_u64(Z.addr + lay.node_array, int(fa["i_pages"], 16))
+    a = analyze(pm, fb["path"])
+    [e] = [e for e in a.explanations if e.code == "CROSS_LINK"]
+    assert e.data == {"shared": False}
+    assert "that tree does not hold it: parent 0x%x names another array;" \
+        % Z.holder.addr in e.text
+    assert max(len(x) for x in e.lines) <= 60

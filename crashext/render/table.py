@@ -109,13 +109,13 @@ def rows(a: Any, grouped: bool = False,
     return out
 
 
-def impact_lines(imp: Any, grouped: bool = False, tablefmt: str = "simple",
+def impact_lines(imp: Any, tabulate: Any, grouped: bool = False,
+                 tablefmt: str = "simple",
                  limit: Optional[int] = impact_text.MAX_TABLE_RANGES
                  ) -> List[str]:
     """The impact section: data at risk first, the totals, one row per
-    byte range of the file, the nrpages equation."""
-    from tabulate import tabulate
-
+    byte range of the file (``tabulate``: the table function
+    :func:`render` uses), the nrpages equation."""
     addr = addr_fn(grouped)
     out = ["impact:"]
     risk = impact_text.risk_line(imp)
@@ -170,7 +170,8 @@ def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
     if imp is not None and a.findings and (
             imp.ranges or (imp.lost is not None and imp.lost.says_more())):
         out.append("")
-        out.extend(impact_lines(imp, grouped, tablefmt, max_per_code))
+        out.extend(impact_lines(imp, tabulate, grouped, tablefmt,
+                                max_per_code))
     if a.explanations:
         out.append("")
         out.append("explanations:")
