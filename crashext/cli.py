@@ -288,31 +288,9 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, fs_types,
 
     def body() -> int:
         mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan")
-        rep = None
-        if slab:
-            from .triage.slab import walk_slab
-            rep = walk_slab(mem)
-        status = frontdoor.scan(mem, _ClickReporter(), fmt, include_clean,
-                                fs_types, progress=_progress_bar(),
-                                memmap=not no_memmap,
-                                nodes=list(rep.nodes.values())
-                                if rep is not None else None)
-        if slab:
-            if fmt == "json":
-                import json
-                click.echo(json.dumps(rep.to_dict(), indent=2,
-                                      sort_keys=True, default=str))
-            else:
-                st = rep.stats
-                click.echo("slab radix_tree_node: %s, %s" % (
-                    rep.verdict, ", ".join("%s %s" % kv for kv in
-                                           sorted(st.items()))))
-                for f in rep.findings:
-                    click.echo("  %s node 0x%x %s" % (
-                        f.code, f.node or 0, f.meaning))
-            if rep.findings and status == EXIT_CLEAN:
-                status = EXIT_FINDINGS
-        return status
+        return frontdoor.scan(mem, _ClickReporter(), fmt, include_clean,
+                              fs_types, progress=_progress_bar(), slab=slab,
+                              memmap=not no_memmap)
     sys.exit(_guarded(debug, body))
 
 

@@ -13,8 +13,8 @@ returns a folio whose own range (``folio->index``, order) or
 
 Cases (IMPACT_CASES): a cut-off leaf, a node shared by two slots, a
 foreign folio, a stale split, and a dirty folio of dirty32 cut off - data
-at risk.  One planted copy per kernel family in $CRASHEXT_PLANTED_DIR
-(else the lab's planted/ directory).
+at risk.  One planted copy per kernel family (plant.ensure_planted:
+``<planted dir>/<family>-impact.elf``).
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ import re
 
 import pytest
 
-from conftest import lab_manifest
+from conftest import FAMILIES, lab_manifest
 
 from tests.lab import labdumps
 
-FAMILIES = list(labdumps.FAMILIES)
 _cache = {}
 
 
@@ -43,10 +42,8 @@ def planted(family):
         from crashext.backends.drgn import DrgnMemory
         from crashext.memory import CrashextError
         from crashext.triage.slab import walk_slab
-        d = os.environ.get("CRASHEXT_PLANTED_DIR")
-        out = os.path.join(d, "%s-impact.elf" % family) if d else None
-        path, _tp, truth = plant.make_planted(
-            family, list(scenarios.IMPACT_CASES), out)
+        truth = plant.ensure_planted(family, scenarios.IMPACT_CASES)
+        path = truth["planted"]
         mem = DrgnMemory.open(path, truth["vmlinux"])
         try:
             nodes = list(walk_slab(mem, check=False).nodes.values())

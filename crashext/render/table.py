@@ -1,5 +1,6 @@
 """Table renderer: the analysis for a terminal, findings as a table
-(:mod:`tabulate`).
+(:mod:`tabulate`; inside crash, where PyKdump's Python cannot import
+tabulate, :mod:`.textable` draws the same ``simple`` table).
 
 Header lines name the target (kind, inode, i_ino, mapping, xarray,
 nrpages), the kernel release and the tree's statistics with the folio
@@ -109,13 +110,32 @@ def rows(a: Any, grouped: bool = False,
     return out
 
 
-def impact_lines(imp: Any, tabulate: Any, grouped: bool = False,
-                 tablefmt: str = "simple",
+def draw_table(cells: List[List[str]], headers: Sequence[str],
+               tablefmt: str = "simple",
+               showindex: Optional[Sequence[int]] = None) -> str:
+    """``cells`` as a :mod:`tabulate` table; without tabulate (inside
+    crash) the ``simple`` form from :func:`.textable.simple_table`."""
+    try:
+        from tabulate import tabulate
+    except ImportError as e:
+        # PyKdump: tabulate imports importlib.metadata and html, which its
+        # embedded standard library does not have.
+        if tablefmt != "simple":
+            from ..memory import CrashextError
+            raise CrashextError("table format %r needs tabulate (%s)"
+                                % (tablefmt, e))
+        from .textable import simple_table
+        return simple_table(cells, headers, showindex)
+    kw = {} if showindex is None else {"showindex": list(showindex)}
+    return tabulate(cells, headers=list(headers), tablefmt=tablefmt,
+                    disable_numparse=True, **kw)
+
+
+def impact_lines(imp: Any, grouped: bool = False, tablefmt: str = "simple",
                  limit: Optional[int] = impact_text.MAX_TABLE_RANGES
                  ) -> List[str]:
     """The impact section: data at risk first, the totals, one row per
-    byte range of the file (``tabulate``: the table function
-    :func:`render` uses), the nrpages equation."""
+    byte range of the file (:func:`draw_table`), the nrpages equation."""
     addr = addr_fn(grouped)
     out = ["impact:"]
     risk = impact_text.risk_line(imp)
@@ -123,9 +143,8 @@ def impact_lines(imp: Any, tabulate: Any, grouped: bool = False,
         out.append("  " + risk)
     out.extend("  " + x for x in impact_text.summary_lines(imp))
     if imp.ranges:
-        t = tabulate(impact_text.table_rows(imp, addr, limit),
-                     headers=impact_text.HEADERS, tablefmt=tablefmt,
-                     disable_numparse=True)
+        t = draw_table(impact_text.table_rows(imp, addr, limit),
+                       impact_text.HEADERS, tablefmt)
         out.extend("  " + ln for ln in t.splitlines())
         if limit is not None and len(imp.ranges) > limit:
             out.append("... %d more ranges not shown (-f json lists every "
@@ -146,16 +165,13 @@ def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
     ``ffff8880_0a3c4000``; ``meanings`` adds the one-line meaning of each
     code present below the table; ``max_per_code`` caps the rows of
     each code (None: every finding), the rest counted below the table."""
-    from tabulate import tabulate
-
     out = [verdict_line(a, None, addr_fn(grouped)), ""]
     out.extend(header_lines(a, grouped))
     if a.findings:
         out.append("")
         keep, left = first_per_code(a.findings, max_per_code)
-        out.append(tabulate(rows(a, grouped, keep), headers=HEADERS,
-                            tablefmt=tablefmt, disable_numparse=True,
-                            showindex=[i + 1 for i in keep]))
+        out.append(draw_table(rows(a, grouped, keep), HEADERS, tablefmt,
+                              [i + 1 for i in keep]))
         for code, n in left.items():
             out.append("... %d more %s finding%s not shown (-f json "
                        "lists every one)" % (n, code, "" if n == 1 else "s"))
@@ -170,7 +186,7 @@ def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
     if imp is not None and a.findings and (
             imp.ranges or (imp.lost is not None and imp.lost.says_more())):
         out.append("")
-        out.extend(impact_lines(imp, tabulate, grouped, tablefmt,
+        out.extend(impact_lines(imp, grouped, tablefmt,
                                 max_per_code))
     if a.explanations:
         out.append("")
