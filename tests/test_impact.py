@@ -532,3 +532,39 @@ def test_node_under_two_trees(family):
     assert "that tree does not hold it: parent 0x%x names another array;" \
         % Z.holder.addr in e.text
     assert max(len(x) for x in e.lines) <= 60
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unreadable_subtree_in_the_reconciliation(family):
+    """The all-cases dump's unreadable_node case: a node slot points at
+    unmapped memory, so the subtree it held cannot be read.  Without the
+    memory map the nrpages line bounds what may be there; with it, the
+    folios of the real (clean-dump) subtree are found and counted as
+    under the unreadable node, and the range reads as unknown."""
+    from tests.lab import plant, scenarios as S
+    from crashext.analyze import analyze
+    from crashext.backends.drgn import DrgnMemory
+    truth = plant.ensure_planted(family)
+    if truth is None:
+        pytest.skip("no lab run for %s" % family)
+    c = next(x for x in truth["cases"] if x["case"] == "unreadable_node")
+    mem = DrgnMemory.open(truth["planted"], truth["vmlinux"])
+    lo, hi = c["claimed"]
+    bogus = int(c["address"], 16)
+    # Ground truth: the clean dump's folios of this file in that range.
+    m = lab_manifest(family)
+    ctx = S.Ctx(m, S.program_for(m))
+    f = labdumps.file_entry(m, c["file"])
+    want = sorted(x["folio"] for x in ctx.own_folios(f, ctx.tree(f))
+                  if lo <= x["index"] < hi)
+    assert want
+    bare = analyze(mem, c["file"])
+    [u] = bare.impact.lost.unreadable
+    assert (u.node, u.index, u.span) == (bogus, lo, hi - lo)
+    assert "up to %d in unreadable nodes" % (hi - lo) in bare.impact.lost.line()
+    assert covered(bare.impact.ranges, ("unknown",), lo, hi) == set(range(lo, hi))
+    a = analyze(mem, c["file"], memmap=True)
+    under = [x for x in a.impact.lost.folios if x.unreadable == bogus]
+    assert sorted("0x%x" % x.folio.addr for x in under) == want
+    assert "%d under unreadable nodes" % len(want) in a.impact.lost.line()
+    assert a.impact.lost.unexplained == 0
