@@ -415,15 +415,18 @@ def _other_tree(mem: Memory, lay: Any, f: Any, node: int,
 
 
 def findings(lost: Lost) -> List[Finding]:
-    """The evidence the accounting adds: NODE_CUT_OFF per cut-off node,
-    FOLIO_LOST per folio of this mapping not held at its index (a
+    """The evidence the accounting adds: NODE_CUT_OFF per cut-off node (a
+    WARNING when it holds none of this file's folios), FOLIO_LOST per folio of this mapping not held at its index (a
     WARNING while the folio is locked: ``__filemap_add_folio()`` sets
     ``mapping`` and ``index`` before it stores the folio, under the
     folio lock)."""
     out: List[Finding] = []
     for c in lost.cutoffs:
+        # A cut-off node holding none of this file's folios may be one
+        # xas_split_alloc() set up (->array set) and has not linked yet.
         out.append(Finding(
-            "NODE_CUT_OFF", node=c.node, shift=c.shift,
+            "NODE_CUT_OFF", severity="" if c.pages else WARNING,
+            node=c.node, shift=c.shift,
             indices=(c.index,) if c.index is not None else (),
             extra={"parent": c.parent, "offset": c.offset, "span": c.span,
                    "pages": c.pages, "folios": len(c.folios)}))
