@@ -402,6 +402,8 @@ def test_scan_rows_and_triage_buckets(family):
         assert r.impact["unexplained"] == 0, (path, r.impact["nrpages"])
     d = by_path["/mnt/xfs/dirty32"]
     assert d.impact["at_risk"] and "DATA AT RISK" in d.summary()
+    from crashext.triage.scan import rank
+    assert rank(rows)[0] is d                     # data at risk first
     assert d.impact["ranges"][0]["kind"] == "lost"
     sigs = report.dump_signatures({"scan": summarize(rows)})
     risk = [s for s in sigs if s.startswith("DATA AT RISK")]

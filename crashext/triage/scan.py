@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from ..findings import SEVERITY_RANK
+from ..fmt import size
 from ..layout import Layout
 from ..memory import CrashextError, Memory, UnreadableMemory
 from ..targets import Target
@@ -92,9 +93,9 @@ class ScanRow:
             return "%s: error: %s" % (self.name, self.error)
         codes = ", ".join("%s x%d" % kv for kv in sorted(self.codes.items()))
         imp = self.impact
-        risk = ("; DATA AT RISK %d bytes" % imp["risk_bytes"]
+        risk = ("; DATA AT RISK %s" % size(imp["risk_bytes"])
                 if imp.get("at_risk") else "")
-        wrong = ("; %d bytes read wrong" % imp["wrong_bytes"]
+        wrong = ("; %s read wrong" % size(imp["wrong_bytes"])
                  if imp.get("wrong_bytes") else "")
         return "%s: %s%s%s%s" % (self.name, self.verdict,
                                  " (%s)" % codes if codes else "", risk,
@@ -498,11 +499,14 @@ VERDICT_RANK = {"corrupt": 0, "error": 1, "suspect": 2, "clean": 3}
 
 def rank(rows: Iterable[ScanRow], limit: Optional[int] = None,
          include_clean: bool = False) -> List[ScanRow]:
-    """Rows most worth a look first: corrupt (by error count, then
-    warnings), then enumeration errors, then suspect; clean rows only with
-    ``include_clean``.  Only the kept rows are held in memory."""
+    """Rows most worth a look first: corrupt (data at risk first, then by
+    error count, then warnings), then enumeration errors, then suspect;
+    clean rows only with ``include_clean``.  Only the kept rows are held
+    in memory."""
     kept = [r for r in rows if include_clean or r.verdict != "clean"]
-    kept.sort(key=lambda r: (VERDICT_RANK.get(r.verdict, 9), -r.errors,
+    # Data at risk first (dirty data lost or misplaced), within a verdict.
+    kept.sort(key=lambda r: (VERDICT_RANK.get(r.verdict, 9),
+                             not r.impact.get("at_risk"), -r.errors,
                              -r.warnings, r.fs_type, r.s_id,
                              r.i_ino if r.i_ino is not None else -1))
     return kept[:limit] if limit else kept
