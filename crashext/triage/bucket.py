@@ -135,6 +135,33 @@ def tree_shape(d: Dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+#: Impact range kinds -> what a signature says of them.
+_RISK_WORDS = {"lost": "dirty folio lost",
+               "aliased": "dirty folio at a wrong index",
+               "foreign": "dirty folio of another file",
+               "stale": "dirty folio of no file"}
+
+
+def impact_shapes(imp: Dict[str, Any]) -> List[tuple]:
+    """``(signature, severity)`` of a row's impact (ScanRow.impact):
+    data at risk first, then what reads wrong, then what was lost."""
+    out: List[tuple] = []
+    for r in imp.get("ranges") or []:
+        k = r.get("kind")
+        if r.get("at_risk"):
+            s = ("DATA AT RISK: " + _RISK_WORDS.get(k, k), "error")
+        elif k in ("aliased", "foreign", "stale", "unknown"):
+            s = ("READS WRONG: " + k, "error")
+        elif k == "lost":
+            s = ("LOST: folios cut off" if r.get("nr_folios") else
+                 "LOST: folios not found", "warning")
+        else:
+            s = ("PAST EOF: folios cached", "warning")
+        if s not in out:
+            out.append(s)
+    return out
+
+
 def _severity(code: str) -> str:
     return CODES.get(code, ("error", ""))[0]
 
@@ -262,6 +289,10 @@ def primary(res: Dict[str, Any]) -> Dict[str, Any]:
         else:
             c = best[1]
     c["panic"] = psite
+    # data at risk (ScanRow.impact): in the primary tree, or anywhere
+    c["at_risk"] = bool(((c.get("row") or {}).get("impact") or {}).get(
+        "at_risk")) or any((r.get("impact") or {}).get("at_risk")
+                           for r in (res.get("scan") or {}).get("top", []))
     c["key"] = " / ".join(x for x in (c["label"], c["fs"], c["shape"], psite)
                           if x)
     return c
@@ -301,6 +332,8 @@ def _time_key(t: Optional[str]) -> str:
 def buckets(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """One bucket per primary signature: ``key``, ``conclusion``,
     ``label``, ``severity``, ``fs``, ``shape``, ``panic``, ``count``,
+    ``at_risk`` (dumps with data at risk: dirty folios the page cache
+    lost or misplaces, :mod:`crashext.impact`),
     ``kernels`` (release -> dumps), ``first``/``last`` crash time,
     ``dumps`` (names), ``examples`` (up to :data:`EXAMPLES`: name, tree,
     indices, release, crash time, panic line, crashing task, picture),
@@ -316,10 +349,11 @@ def buckets(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                 "key": p["key"], "conclusion": p["code"],
                 "label": p["label"], "severity": p["severity"],
                 "fs": p["fs"], "shape": p["shape"], "panic": p["panic"],
-                "count": 0, "kernels": {}, "first": None, "last": None,
-                "dumps": [], "examples": []}
+                "count": 0, "at_risk": 0, "kernels": {}, "first": None,
+                "last": None, "dumps": [], "examples": []}
             order[p["key"]] = _bucket_rank(p)
         B["count"] += 1
+        B["at_risk"] += bool(p.get("at_risk"))
         name = r.get("name") or os.path.basename(r.get("dump", "?"))
         B["dumps"].append(name)
         rel = r.get("release") or "?"
@@ -399,6 +433,8 @@ def dump_signatures(res: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
             s = explanation_shape(e)
             if s:
                 add(s, "error", where)
+        for sig, sev in impact_shapes(row.get("impact") or {}):
+            add(sig, sev, where)
     slab = res.get("slab") or {}
     if slab.get("error"):
         add("slab walk: " + error_shape(slab["error"]), "info", "slab")

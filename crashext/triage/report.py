@@ -109,6 +109,9 @@ def to_markdown(g: Dict[str, Any], width: int = WIDTH,
     for n, B in enumerate(g["buckets"], 1):
         L.append("")
         L += _wrap("## %d. %s" % (n, B["label"]), width)
+        if B.get("at_risk"):
+            L += _wrap("DATA AT RISK in %d dump%s" % (
+                B["at_risk"], "" if B["at_risk"] == 1 else "s"), width)
         where = " · ".join(x for x in (B["fs"], B["shape"]) if x)
         if where:
             L += _wrap(where, width)
