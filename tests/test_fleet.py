@@ -443,9 +443,12 @@ def test_process_engine_runs_more_dumps_than_one_pool_holds(tmp_path):
             os.link(src, d / ("dump.2026120100%02d" % k))
         except OSError:
             shutil.copyfile(src, d / ("dump.2026120100%02d" % k))
+    seen = []
     res = batch.triage([str(root)], tmp_path / "out", workers=1,
                        debug_dirs=[os.path.dirname(m["vmlinux"])],
-                       slab=False, png=False, log=None, settle=0)
+                       slab=False, png=False, log=None, settle=0,
+                       progress=lambda k, total, s: seen.append((k, total)))
     assert len(res) == n and {r["status"] for r in res} == {"done"}
+    assert seen == [(k, n) for k in range(1, n + 1)]
     assert {r["verdict"] for r in res} == {"clean"}
     assert len({r["pid"] for r in res}) == 2        # two pools

@@ -70,7 +70,9 @@ def triage(inputs: Union[PathLike, Iterable[Any]], out_dir: PathLike,
            retry_errors: bool = False,
            log: Optional[LogFn] = _default_log, png: bool = True,
            scheduler: Optional[str] = None, settle: float = 1.0,
-           system_debug: bool = True) -> List[Dict[str, Any]]:
+           system_debug: bool = True,
+           progress: Optional[Callable[[int, int, Dict[str, Any]], None]]
+           = None) -> List[Dict[str, Any]]:
     """Triage every dump of ``inputs`` (see
     :mod:`crashext.triage.discover`) into ``out_dir``, one result file per
     dump, with ``workers`` parallel workers (``engine`` "process",
@@ -82,7 +84,9 @@ def triage(inputs: Union[PathLike, Iterable[Any]], out_dir: PathLike,
     ``verdict``, ``error``, ``seconds``.  ``log`` gets one line per
     skipped path and per dump (None: quiet).  ``force`` redoes every
     dump; ``retry_errors`` redoes those whose result is an error.
-    Raises :class:`NoDumps` when the inputs hold no dump."""
+    ``progress(done, total, summary)`` is called after each dump (the
+    hook for a terminal progress line).  Raises :class:`NoDumps` when
+    the inputs hold no dump."""
     if scheduler:
         engine = "dask"
     if engine not in ENGINES:
@@ -115,6 +119,8 @@ def triage(inputs: Union[PathLike, Iterable[Any]], out_dir: PathLike,
             done_count += 1
             if log:
                 log(_line(done_count, n, summaries[i]))
+            if progress:
+                progress(done_count, n, summaries[i])
         else:
             todo.append(i)
 
@@ -126,6 +132,8 @@ def triage(inputs: Union[PathLike, Iterable[Any]], out_dir: PathLike,
         done_count += 1
         if log:
             log(_line(done_count, n, s))
+        if progress:
+            progress(done_count, n, s)
 
     try:
         if todo:
