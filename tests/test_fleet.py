@@ -452,3 +452,46 @@ def test_process_engine_runs_more_dumps_than_one_pool_holds(tmp_path):
     assert seen == [(k, n) for k in range(1, n + 1)]
     assert {r["verdict"] for r in res} == {"clean"}
     assert len({r["pid"] for r in res}) == 2        # two pools
+
+
+def test_missing_vmlinux_is_a_per_dump_error(tmp_path):
+    """A dump whose vmlinux is nowhere: its result is one error line that
+    names the release and where crashext looked; its kernel log (saved
+    beside it) still gives the panic; the other dumps are unaffected."""
+    _need("6.12", "6.1-panic")
+    from tests.lab import crashdir
+    m612, mp = lab_manifest("6.12"), lab_manifest("6.1-panic")
+    root = tmp_path / "crash"
+    a = root / "10.1.1.1-2026-11-29-09:00:00"        # the panic, no vmlinux
+    a.mkdir(parents=True)
+    os.symlink([d["path"] for d in mp["dumps"] if d["name"] == "elf"][0],
+               a / "vmcore")
+    (a / "vmcore-dmesg.txt").write_text(crashdir.kernel_log(mp["_run_dir"]))
+    b = root / "10.1.1.2-2026-11-29-09:05:00"        # 6.12, with vmlinux
+    b.mkdir()
+    os.symlink([d["path"] for d in m612["dumps"] if d["name"] == "elf"][0],
+               b / "vmcore")
+    debug = tmp_path / "debug"
+    debug.mkdir()
+    os.symlink(m612["vmlinux"], debug / ("vmlinux-" + m612["release"]))
+    out = tmp_path / "out"
+    res = batch.triage([str(root)], out, workers=1, debug_dirs=[str(debug)],
+                       log=None, settle=0, system_debug=False, png=False,
+                       slab=False)
+    by = {r["name"]: r for r in res}
+    err = by["10.1.1.1-2026-11-29-09:00:00/vmcore"]["error"]
+    assert err.startswith("no vmlinux for %s (build ID " % mp["release"])
+    assert str(debug) in err and "next to the dump" in err
+    assert "\n" not in err
+    R = _results(out)["10.1.1.1-2026-11-29-09:00:00/vmcore"]
+    assert R["verdict"] == "error" and R["release"] == mp["release"]
+    assert R["panic"]["source"] == "vmcore-dmesg.txt"
+    assert R["panic"]["line"] == mp["panic"]["line"]
+    assert R["panic"]["comm"] == mp["panic"]["panic_task"]["comm"]
+    assert by["10.1.1.2-2026-11-29-09:05:00/vmcore"]["error"] is None
+    g = report.group(str(out))
+    B = [B for B in g["buckets"]
+         if "10.1.1.1-2026-11-29-09:00:00/vmcore" in B["dumps"]][0]
+    assert B["conclusion"] == "error"
+    if mp["panic"].get("how") == "nmi":
+        assert B["panic"] == "panic in unknown_nmi_error"
