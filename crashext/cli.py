@@ -22,6 +22,11 @@ def _fail(msg: str) -> None:
     click.echo("crashext: error: %s" % msg.replace("\n", " "), err=True)
 
 
+#: Searches a running kernel changes faster than they can be read.
+NOT_LIVE = ("%s is not supported with --live: a running kernel allocates "
+            "and frees xa_nodes and folios while they are searched")
+
+
 def is_kcore(path: Optional[str]) -> bool:
     """``path`` is the running kernel's ``/proc/kcore``."""
     if not path:
@@ -131,13 +136,17 @@ def _guarded(debug: bool, body: Callable[[], int]) -> int:
 
 def _run(command: str, vmcore, vmlinux, snapshot, targets, fmt,
          png: Optional[str] = None, debug: bool = False, live: bool = False,
-         **opts) -> int:
+         memmap: bool = False, slab: bool = False, **opts) -> int:
     """Analyse every target; print; return the exit code."""
 
     def body() -> int:
         mem = open_memory(vmcore, vmlinux, snapshot, live=live)
+        if mem.live() and (memmap or slab):
+            raise CrashextError(NOT_LIVE % ("--memmap" if memmap
+                                            else "--slab"))
         return frontdoor.analyze_targets(mem, command, _targets(mem, targets),
-                                         fmt, _ClickReporter(), png, **opts)
+                                         fmt, _ClickReporter(), png,
+                                         memmap=memmap, slab=slab, **opts)
     return _guarded(debug, body)
 
 
@@ -163,6 +172,17 @@ def format_option(default: str) -> Callable:
                         help="Output form.")
 
 
+def lost_options(f: Callable) -> Callable:
+    """--memmap and --slab: where the tree's lost pages went."""
+    f = click.option("--slab", is_flag=True,
+                     help="Also search the radix_tree_node slab for nodes "
+                          "cut off the tree.")(f)
+    f = click.option("--memmap", is_flag=True,
+                     help="Also search the memory map (struct pages) for "
+                          "this file's folios the tree lost.")(f)
+    return f
+
+
 TARGET_HELP = ("TARGET: an inode, address_space, struct xarray, struct file "
                "or folio address (hex, 0x optional; prefix inode:, mapping:, "
                "xarray:, file:, folio: to force the kind), or a file path in "
@@ -179,11 +199,13 @@ def main() -> None:
 @source_options
 @format_option("table")
 @click.option("--png", metavar="FILE", help="Also draw the broken node(s).")
+@lost_options
 @click.argument("targets", nargs=-1)
-def check(vmcore, vmlinux, snapshot, debug, live, fmt, png, targets):
+def check(vmcore, vmlinux, snapshot, debug, live, fmt, png, memmap, slab,
+          targets):
     """Walk TARGET's i_pages, run every check, print the findings."""
     sys.exit(_run("check", vmcore, vmlinux, snapshot, targets, fmt, png,
-                  debug, live))
+                  debug, live, memmap, slab))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -191,12 +213,14 @@ def check(vmcore, vmlinux, snapshot, debug, live, fmt, png, targets):
 @click.option("--png", metavar="FILE", help="Also draw the broken node(s).")
 @click.option("--grouped", is_flag=True,
               help="Write addresses as ffff8880_0a3c4000.")
+@lost_options
 @click.argument("targets", nargs=-1)
-def chat(vmcore, vmlinux, snapshot, debug, live, png, grouped, targets):
+def chat(vmcore, vmlinux, snapshot, debug, live, png, grouped, memmap, slab,
+         targets):
     """A chat-ready summary (60 columns, verdict first)."""
     opts = frontdoor.render_opts("chat", "chat", grouped=grouped)
     sys.exit(_run("chat", vmcore, vmlinux, snapshot, targets, "chat", png,
-                  debug, live, **opts))
+                  debug, live, memmap, slab, **opts))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -293,7 +317,12 @@ def _progress_bar():
                    "the swap cache).")
 @click.option("--slab", is_flag=True,
               help="Also walk every xa_node of the radix_tree_node slab "
-                   "(finds nodes no tree reaches; not with --live).")
+                   "(finds nodes no tree reaches; counts cut-off subtrees "
+                   "in each tree's nrpages; not with --live).")
+@click.option("--no-memmap", "no_memmap", is_flag=True,
+              help="Never search the memory map for lost folios (by "
+                   "default: for trees whose nrpages is not accounted "
+                   "for; never with --live).")
 @click.option("--max-seconds", type=float, default=0.0, show_default=True,
               help="jsonl: stop after this much wall time (0: no limit).")
 @click.option("--max-cpu-seconds", type=float, default=0.0,
@@ -305,7 +334,8 @@ def _progress_bar():
 @click.option("--nice", type=int, default=None,
               help="jsonl: run at this niceness (default 19 with --live).")
 def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean,
-         fs_types, slab, max_seconds, max_cpu_seconds, cpu_percent, nice):
+         fs_types, slab, no_memmap, max_seconds, max_cpu_seconds,
+         cpu_percent, nice):
     """Check every page cache of a dump or of the running kernel
     (--live), worst first.
 
@@ -319,9 +349,7 @@ def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean,
                           live=live)
         is_live = mem.live()
         if slab and is_live:
-            raise CrashextError("--slab is not supported with --live: a "
-                                "running kernel allocates and frees "
-                                "xa_nodes while the slab is walked")
+            raise CrashextError(NOT_LIVE % "--slab")
         form = fmt or ("jsonl" if is_live else "table")
         if form == "jsonl":
             if slab:
@@ -333,9 +361,11 @@ def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean,
                              else 50.0 if is_live else 100.0),
                 nice=nice if nice is not None else 19 if is_live else 0)
             return fleet_scan(mem, lambda line: click.echo(line, nl=False),
-                              budget, include_clean, fs_types or None)
+                              budget, include_clean, fs_types or None,
+                              memmap=not no_memmap)
         return frontdoor.scan(mem, _ClickReporter(), form, include_clean,
-                              fs_types, progress=_progress_bar(), slab=slab)
+                              fs_types, progress=_progress_bar(), slab=slab,
+                              memmap=not no_memmap)
     sys.exit(_guarded(debug, body))
 
 
@@ -360,9 +390,7 @@ def folio(vmcore, vmlinux, snapshot, debug, live, via, addresses):
         mem = open_memory(vmcore, vmlinux, snapshot,
                           whole_dump="folio (reverse lookup)", live=live)
         if via == "slab" and mem.live():
-            raise CrashextError("--slab is not supported with --live: a "
-                                "running kernel allocates and frees "
-                                "xa_nodes while the slab is walked")
+            raise CrashextError(NOT_LIVE % "--slab")
         for a in addresses:
             addr = parse_address(a)
             hits = list(find_folio(mem, addr, via=via))
@@ -392,39 +420,55 @@ def folio(vmcore, vmlinux, snapshot, debug, live, via, addresses):
 @click.option("--out", "-o", "out_dir", required=True, metavar="DIR",
               help="Where one JSON result per dump goes (resumable).")
 @click.option("--debug-dir", "-d", "debug_dirs", multiple=True,
-              metavar="DIR", help="Where vmlinux-<release> files are "
-                                  "(repeatable; searched by release).")
+              metavar="DIR", help="Where to look for vmlinux files, by "
+                                  "release and build ID (repeatable; "
+                                  "vmlinux-<release>, usr/lib/debug/..., "
+                                  ".build-id/; / is searched last).")
 @click.option("--workers", "-j", default=2, show_default=True,
-              help="Parallel worker processes.")
-@click.option("--engine", default="process", show_default=True,
+              help="Parallel worker processes (process engine, local "
+                   "Dask cluster).")
+@click.option("--engine", default=None,
               type=click.Choice(("process", "dask", "inline")),
-              help="process pool, or a local Dask cluster.")
+              help="process pool (default), Dask (the cluster of "
+                   "--scheduler, else a local one), or inline.")
+@click.option("--scheduler", metavar="ADDRESS",
+              envvar="DASK_SCHEDULER_ADDRESS",
+              help="Run on this existing Dask cluster (tcp://host:8786; "
+                   "default $DASK_SCHEDULER_ADDRESS); its workers read the "
+                   "dumps and write the results by path.")
 @click.option("--no-slab", is_flag=True, help="Skip the slab-wide walk.")
 @click.option("--force", is_flag=True, help="Redo finished dumps.")
 @click.option("--retry-errors", is_flag=True,
               help="Redo dumps whose result is an error.")
 @click.option("--no-png", is_flag=True,
-              help="Do not draw each dump's worst tree (p-<hash>.png next "
-                   "to the results; needs Pillow).")
+              help="Do not draw each corrupted dump's primary tree "
+                   "(p-<hash>.png next to the results; needs Pillow).")
 @click.option("--format", "-f", "fmt", default="md", show_default=True,
               type=click.Choice(("md", "json")), help="Report form.")
-def triage(inputs, out_dir, debug_dirs, workers, engine, no_slab, force,
-           retry_errors, no_png, fmt):
-    """Analyse many vmcores in parallel; group them by signature.
+def triage(inputs, out_dir, debug_dirs, workers, engine, scheduler, no_slab,
+           force, retry_errors, no_png, fmt):
+    """Analyse many vmcores in parallel; one bucket per dump.
 
-    INPUTS: dump files, directories of dumps or lab runs, manifest.json
-    files, or lists of paths.  Exit 1 when any dump shows findings, 2 when
-    a dump could not be analysed and none shows findings.
+    INPUTS: crash folders (/var/crash as kexec-tools or kdump-tools lay
+    it out, searched recursively; dumps are recognised by content),
+    dump files, or lists of paths (text, JSON).  Exit 1 when any dump
+    shows findings, 2 when no dump was found, or a dump could not be
+    analysed and none shows findings.
     """
     from .triage import batch, report
+    if engine is None:
+        engine = "dask" if scheduler else "process"
+    elif engine != "dask":
+        scheduler = None
     try:
         res = batch.triage(list(inputs), out_dir, workers=workers,
                            engine=engine, debug_dirs=list(debug_dirs),
                            slab=not no_slab, force=force,
                            retry_errors=retry_errors, png=not no_png,
+                           scheduler=scheduler,
                            log=lambda line: click.echo(line, err=True))
         click.echo(report.report(out_dir, fmt), nl=False)
-    except (CrashextError, ValueError, OSError) as e:
+    except (CrashextError, ValueError, OSError, RuntimeError) as e:
         _fail(str(e))
         sys.exit(EXIT_FAILED)
     verdicts = {r.get("verdict") for r in res}
@@ -440,7 +484,8 @@ def triage(inputs, out_dir, debug_dirs, workers, engine, no_slab, force,
 @click.option("--format", "-f", "fmt", default="md", show_default=True,
               type=click.Choice(("md", "json")), help="Report form.")
 def report_cmd(results, fmt):
-    """Group the results of an earlier 'crashext triage' by signature."""
+    """The report of an earlier 'crashext triage': buckets, then the
+    index by finding code."""
     from .triage import report
     try:
         click.echo(report.report(results, fmt), nl=False)

@@ -63,7 +63,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .explain import explain
 from .findings import Finding
 from .folio import read_folios
 from .layout import Layout
@@ -76,6 +75,14 @@ from .xarray.walk import node_fields, node_reader
 #: folio and the mapping's header.
 TREE_WIDE = frozenset(("NRPAGES", "WALK_TRUNCATED", "NODE_CYCLE",
                        "SIBLING_IN_HEAD"))
+
+#: Findings that compare the tree with ``i_size``.  A truncate writes
+#: i_size, then drops the folios past it; a write adds a folio, then moves
+#: i_size; both hold the inode's ``i_rwsem`` for writing (``do_truncate()``
+#: in fs/open.c -> ``truncate_setsize()`` in mm/truncate.c; buffered
+#: writes): judged only on walks during which no writer held it
+#: (:attr:`crashext.targets.TargetState.writer_locked`).
+I_SIZE_CODES = frozenset(("FOLIO_BEYOND_EOF",))
 
 #: States a lockless kernel reader retries on (``xas_retry()``,
 #: ``xas_descend()``, ``xa_node_free()``, ``xas_shrink()``): confirmed
@@ -377,12 +384,14 @@ def _header_change(before: Tuple[Any, ...], after: Tuple[Any, ...]) -> str:
 
 def analyze_stable(mem: Memory, lay: Layout, target: Target,
                    run: Callable[[Target], Any],
+                   conclude: Callable[[Any], None],
                    policy: Optional[LivePolicy] = None) -> Any:
     """Analyse ``target`` on a live kernel: ``run(target)`` is one plain
     analysis (a walk and every check); this calls it until each finding
     is confirmed on stable evidence, or the walks run out (see the
     module docstring).  Returns the last walk's ``Analysis`` holding only
-    confirmed findings, with ``stability`` set."""
+    confirmed findings, with ``stability`` set and ``conclude(a)``
+    (impact, explanations) done on them."""
     pol = policy or LivePolicy()
     sleep = pol.sleep
     if sleep is None:
@@ -409,6 +418,7 @@ def analyze_stable(mem: Memory, lay: Layout, target: Target,
                 break
             t = target      # walked as named; its findings cannot hold
         before = header_state(state)
+        writer = state.writer_locked
         try:
             a = run(t)
         except CrashextError as e:
@@ -417,10 +427,12 @@ def analyze_stable(mem: Memory, lay: Layout, target: Target,
             _note(changes, str(e))
             break
         walks = k
-        after = header_state(read_state(mem, lay, t))
+        state = read_state(mem, lay, t)
+        after = header_state(state)
+        writer = writer or state.writer_locked
         last = a
         if not a.findings:
-            return _finish(a, walks, [], seen, changes, True)
+            return _finish(a, walks, [], seen, changes, True, conclude)
         moved = _header_change(before, after)
         if moved:
             _note(changes, moved)
@@ -452,6 +464,12 @@ def analyze_stable(mem: Memory, lay: Layout, target: Target,
                 if now != sig:
                     _note(changes, _what_changed(ev, sig, now))
                     continue
+                if f.code in I_SIZE_CODES:
+                    if moved or writer:
+                        _note(changes, "i_size not settled (i_rwsem held "
+                              "for writing)" if writer else moved)
+                        continue
+                    sig = sig + (before,)
             prev = counts.get(key)
             n = prev[1] + 1 if prev is not None and prev[0] == sig else 1
             new_counts[key] = (sig, n)
@@ -462,14 +480,15 @@ def analyze_stable(mem: Memory, lay: Layout, target: Target,
                      if counts.get(finding_key(f), (None, 0))[1]
                      >= needed.get(finding_key(f), pol.confirm)]
         if len(confirmed) == len(a.findings):
-            return _finish(a, walks, confirmed, seen, changes, True)
+            return _finish(a, walks, confirmed, seen, changes, True,
+                           conclude)
     if last is None:                    # cannot happen: walk 1 raises
         raise CrashextError("live: no walk made")
     confirmed = [f for f in last.findings
                  if counts.get(finding_key(f), (None, 0))[1]
                  >= needed.get(finding_key(f), pol.confirm)]
     return _finish(last, walks, confirmed, seen, changes,
-                   bool(confirmed))
+                   bool(confirmed), conclude)
 
 
 def _note(changes: List[str], text: str) -> None:
@@ -495,7 +514,8 @@ def _what_changed(ev: Evidence, sig: Tuple[Any, ...],
 
 
 def _finish(a: Any, walks: int, confirmed: List[Finding], seen: set,
-            changes: List[str], judged: bool) -> Any:
+            changes: List[str], judged: bool,
+            conclude: Callable[[Any], None]) -> Any:
     kept = {finding_key(f) for f in confirmed}
     last = {finding_key(f) for f in a.findings}
     unjudged = [f for f in a.findings if finding_key(f) not in kept]
@@ -505,9 +525,9 @@ def _finish(a: Any, walks: int, confirmed: List[Finding], seen: set,
     for f in unjudged:
         st.unjudged_codes[f.code] = st.unjudged_codes.get(f.code, 0) + 1
     a.findings = list(confirmed)
-    # The walks' own analyses skip explain() (crashext.analyze): explain
-    # what is reported, once.
-    a.explanations = explain(a) if a.findings else []
+    # The walks' own analyses stop at the checks (crashext.analyze):
+    # what is reported is concluded once.
+    conclude(a)
     a.stability = st
     a.notes.extend(stability_notes(st))
     return a

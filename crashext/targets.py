@@ -110,6 +110,14 @@ class TargetState(NamedTuple):
     host: Optional[int]
     nrpages: Optional[int]
     xa_head: Optional[int]
+    i_rwsem: Optional[int] = None   # inode->i_rwsem.count
+
+    @property
+    def writer_locked(self) -> bool:
+        """A writer holds ``inode->i_rwsem`` (a truncate or a write in
+        progress): RWSEM_WRITER_LOCKED, bit 0 of ``count``
+        (kernel/locking/rwsem.c, since 5.3)."""
+        return bool(self.i_rwsem is not None and self.i_rwsem & 1)
 
 
 def read_state(mem: Memory, lay: Layout, t: Target) -> TargetState:
@@ -121,6 +129,9 @@ def read_state(mem: Memory, lay: Layout, t: Target) -> TargetState:
         want["i_mapping"] = t.inode + lay.inode_i_mapping
         want["i_ino"] = t.inode + lay.inode_i_ino
         want["i_size"] = t.inode + lay.inode_i_size
+        rw = _rwsem_count_offset(mem, lay)
+        if rw is not None:
+            want["i_rwsem"] = t.inode + rw
     if t.mapping is not None:
         want["host"] = t.mapping + lay.as_host
         want["nrpages"] = t.mapping + lay.as_nrpages
@@ -138,6 +149,17 @@ def read_state(mem: Memory, lay: Layout, t: Target) -> TargetState:
     if not vals:
         vals = {k: _u64(mem, a) for k, a in want.items()}
     return TargetState(*(vals.get(k) for k in TargetState._fields))
+
+
+def _rwsem_count_offset(mem: Memory, lay: Layout) -> Optional[int]:
+    """Offset of ``i_rwsem.count`` in ``struct inode`` (debug info; once
+    per layout), None when the kernel has no such field."""
+    key = "inode_i_rwsem_count"
+    if key not in lay.extra:
+        a = mem.member_offset("struct inode", "i_rwsem")
+        b = mem.member_offset("struct rw_semaphore", "count")
+        lay.extra[key] = None if a is None or b is None else a + b
+    return lay.extra[key]
 
 
 def refresh_target(mem: Memory, lay: Layout, t: Target,

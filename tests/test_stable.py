@@ -437,3 +437,45 @@ def test_thousands_of_transient_findings_cost_a_few_walks(how):
     assert a.stability.walks == 2
     assert a.stability.transient >= len(folios)
     assert cm.reads <= 3 * one_walk, (cm.reads, one_walk)
+
+
+def test_truncate_in_progress_is_not_beyond_eof():
+    """truncate_setsize() (mm/truncate.c) writes i_size, then drops the
+    folios past it, under the inode's i_rwsem held for writing
+    (do_truncate(), fs/open.c); a truncate waiting on writeback keeps that
+    state for as long as the I/O takes.  A dump calls those folios
+    FOLIO_BEYOND_EOF; live, they are not judged while a writer holds
+    i_rwsem - and are, once nobody does and they are still there."""
+    _m, mem, lay = _lab()
+    path = "/mnt/xfs/big64"
+    clean = analyze(mem, path)
+    ino = clean.target.inode
+    rw = (mem.member_offset("struct inode", "i_rwsem")
+          + mem.member_offset("struct rw_semaphore", "count"))
+    count = mem.read_u64(ino + rw)
+    assert not count & 1                    # nobody writes in the dump
+
+    def truncating(locked: bool) -> ChurnMemory:
+        cm = ChurnMemory(mem)
+        cm.patch_u64(ino + lay.inode_i_size, 4096)      # i_size_write()
+        if locked:                                      # RWSEM_WRITER_LOCKED
+            cm.patch_u64(ino + rw, count | 1)
+        return cm
+
+    class Dump(ChurnMemory):
+        def live(self) -> bool:
+            return False
+    dump = Dump(mem)
+    dump.patches.update(truncating(True).patches)
+    d = analyze(dump, path)
+    assert "FOLIO_BEYOND_EOF" in {f.code for f in d.findings}, d.findings
+
+    a = analyze(truncating(True), path, policy=NO_WAIT)
+    assert a.verdict == "changing", (a.findings, a.stability)
+    assert a.stability.unjudged_codes.get("FOLIO_BEYOND_EOF")
+    assert any("i_rwsem" in c for c in a.stability.changes)
+
+    a = analyze(truncating(False), path, policy=NO_WAIT)
+    assert a.verdict == d.verdict
+    assert {finding_key(f) for f in a.findings} == \
+        {finding_key(f) for f in d.findings}

@@ -53,11 +53,14 @@ def lower_priority(nice: int) -> int:
 def fleet_scan(mem: Memory, write: Callable[[str], Any], budget: Budget,
                include_clean: bool = False,
                fs_types: Optional[Iterable[str]] = None,
+               memmap: bool = True,
                clock: Callable[[], float] = time.monotonic,
                cpu: Callable[[], float] = time.process_time,
                sleep: Callable[[float], None] = time.sleep) -> int:
     """Scan, write JSON lines through ``write`` (each ends with a
-    newline), return the status (0 / 1 / 2)."""
+    newline), return the status (0 / 1 / 2).  ``memmap``: search the
+    memory map for trees whose nrpages the tree does not account for (a
+    dump; a live analysis never does, crashext.analyze)."""
     niceness = lower_priority(budget.nice)
     t0, c0 = clock(), cpu()
     by_verdict: Dict[str, int] = {}
@@ -66,7 +69,8 @@ def fleet_scan(mem: Memory, write: Callable[[str], Any], budget: Budget,
     trees = 0
     slept = 0.0
     stopped = ""
-    rows = S.scan(mem, fs_types=fs_types)
+    rows = S.scan(mem, fs_types=fs_types,
+                  memmap="auto" if memmap else False)
     try:
         for row in rows:
             trees += row.kind != "error"
