@@ -8,6 +8,8 @@
 #                         "6.1 6.12 7.3"); the lab tests run on the same
 #                         families (CRASHEXT_LAB_FAMILIES, tests/lab/labdumps.py)
 #   LAB_KASLR=1           boot them with --kaslr (tests then use the KASLR runs)
+#   LAB_MKDUMP=CMD        run lab boots through CMD (same arguments as
+#                         mkdump.sh; e.g. a wrapper that takes a lock)
 #   CI=true               a failed lab run fails this script, and every
 #                         test that would skip fails (tests/conftest.py)
 set -euo pipefail
@@ -26,7 +28,7 @@ if [ "$(id -u)" = 0 ] && ! command -v crash > /dev/null; then
 	 { apt-get update -q > /dev/null 2>&1 && apt-get install -y -q crash > /dev/null 2>&1; }) ||
 		echo "could not install crash; crash oracle tests will skip"
 fi
-LAB_SCRIPT=../shared/lab/mkdump.sh
+LAB_SCRIPT=${LAB_MKDUMP:-../shared/lab/mkdump.sh}
 failed=""
 if [ "${CRASHEXT_NO_LAB:-0}" != 1 ]; then
 	if [ ! -x "$LAB_SCRIPT" ]; then
