@@ -267,34 +267,8 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, fs_types,
 
     def body() -> int:
         mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan")
-        status = frontdoor.scan(mem, _ClickReporter(), fmt, include_clean,
-                                fs_types, progress=_progress_bar())
-        if slab:
-            from .triage.slab import walk_slab
-            rep = walk_slab(mem)
-            if fmt == "json":
-                import json
-                click.echo(json.dumps(rep.to_dict(), indent=2,
-                                      sort_keys=True, default=str))
-            else:
-                import textwrap
-                wrap = lambda t, lead="  ", more="    ": textwrap.fill(  # noqa: E731
-                    t, 60, initial_indent=lead, subsequent_indent=more)
-                click.echo("slab radix_tree_node: %s%s" % (
-                    rep.verdict, "" if rep.complete else " (incomplete)"))
-                # "name value" pairs kept whole (no-break space while
-                # wrapping).
-                click.echo(wrap(", ".join(
-                    "%s\xa0%s" % kv for kv in sorted(rep.stats.items())))
-                    .replace("\xa0", " "))
-                for n in rep.notes:
-                    click.echo(wrap(n, "  note: "))
-                for f in rep.findings:
-                    click.echo("  %s node 0x%x %s" % (
-                        f.code, f.node or 0, f.meaning))
-            if rep.findings and status == EXIT_CLEAN:
-                status = EXIT_FINDINGS
-        return status
+        return frontdoor.scan(mem, _ClickReporter(), fmt, include_clean,
+                              fs_types, progress=_progress_bar(), slab=slab)
     sys.exit(_guarded(debug, body))
 
 

@@ -23,6 +23,7 @@ analyse (the reason is one ``xa: error: ...`` line, never a traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable, List, Optional, Sequence, TextIO, Tuple
 
@@ -38,7 +39,7 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_FAILED = 0, 1, 2
 #: same page and drgn's ``help xa`` shows it too.
 SHORT = "find page-cache (large folio XArray) corruption"
 SYNOPSIS = ("[check|chat|dump|capture|scan|help] [-f table|chat|json] "
-            "[-o FILE] TARGET...")
+            "[-o FILE] [TARGET...]")
 HELP = """\
   Walks the page-cache XArray (i_pages) of each TARGET, checks it against
   the kernel's invariants (multi-index sibling entries, duplicate folios,
@@ -63,13 +64,16 @@ HELP = """\
   dcache: the file must have been open or looked up recently).
 
     -f table|chat|json   output form (check, dump, scan)
-    -o FILE              snapshot file to write (capture; --note TEXT adds
-                         a remark to it)
+    -o FILE              write the result to FILE (check, chat, dump,
+                         scan); capture: the snapshot file to write
+                         (--note TEXT adds a remark to it)
     --flat               dump: one line per entry
     --grouped            chat: write addresses as ffff8880_0a3c4000
     --png FILE           check, chat: also draw the broken node(s) (needs
                          Pillow)
     --all                scan: list clean trees too
+    --slab               scan: also walk every xa_node of the
+                         radix_tree_node slab (nodes no tree reaches)
 
   Status (drgn: the command's return value): 0 clean, 1 findings, 2 could
   not analyse.  Errors are one "xa: error: ..." line.
@@ -244,9 +248,12 @@ def capture(mem: Memory, specs: Sequence[str], output: str, note: str,
 def scan(mem: Memory, rep: Reporter, fmt: str = "table",
          include_clean: bool = False,
          fs_types: Optional[Sequence[str]] = None,
-         progress: Optional[Callable[[dict], None]] = None) -> int:
+         progress: Optional[Callable[[dict], None]] = None,
+         slab: bool = False) -> int:
     """Every page-cache tree of the dump (crashext.triage.scan, when it
-    is installed): one line per tree that is not clean, then totals."""
+    is installed): one line per tree that is not clean, then totals;
+    ``slab`` also walks every xa_node of the radix_tree_node slab
+    (crashext.triage.slab)."""
     try:
         from .triage import scan as S
         S.scan                                      # noqa: B018
@@ -259,11 +266,17 @@ def scan(mem: Memory, rep: Reporter, fmt: str = "table",
         by_verdict[row.verdict] = by_verdict.get(row.verdict, 0) + 1
         if include_clean or row.verdict != "clean":
             rows.append(row)
+    slab_rep = None
+    if slab:
+        from .triage.slab import walk_slab
+        slab_rep = walk_slab(mem)
     if fmt == "json":
-        import json
+        from .jsontext import dumps
         doc = {"format": "crashext.scan/1", "by_verdict": by_verdict,
                "rows": [r.to_dict() for r in rows]}
-        rep.echo(json.dumps(doc, indent=2, sort_keys=True))
+        if slab_rep is not None:
+            doc["slab"] = slab_rep.to_dict()
+        rep.echo(dumps(doc, indent=2, sort_keys=True))
     else:
         rank = getattr(S, "rank", None)
         if rank is not None:
@@ -275,12 +288,35 @@ def scan(mem: Memory, rep: Reporter, fmt: str = "table",
         lines = ["scanned %d tree%s: %s" % (n, "" if n == 1 else "s",
                                             ", ".join(parts) or "none")]
         lines.extend(r.summary() for r in rows)
+        if slab_rep is not None:
+            lines.extend(_slab_lines(slab_rep))
         rep.echo("\n".join(lines))
-    if by_verdict.get("corrupt") or by_verdict.get("suspect"):
+    if by_verdict.get("corrupt") or by_verdict.get("suspect") or (
+            slab_rep is not None and slab_rep.findings):
         return EXIT_FINDINGS
     if by_verdict.get("error"):
         return EXIT_FAILED
     return EXIT_CLEAN
+
+
+def _slab_lines(rep: Any) -> List[str]:
+    """The slab walk's verdict, stats and notes within 60 columns, then
+    one line per finding."""
+    import textwrap
+
+    def wrap(t: str, lead: str = "  ", more: str = "    ") -> str:
+        return textwrap.fill(t, 60, initial_indent=lead,
+                             subsequent_indent=more)
+    out = ["slab radix_tree_node: %s%s" % (
+        rep.verdict, "" if rep.complete else " (incomplete)")]
+    # "name value" pairs kept whole (no-break space while wrapping).
+    out.append(wrap(", ".join("%s\xa0%s" % kv for kv in
+                              sorted(rep.stats.items()))).replace("\xa0",
+                                                                  " "))
+    out.extend(wrap(n, "  note: ") for n in rep.notes)
+    out.extend("  %s node 0x%x %s" % (f.code, f.node or 0, f.meaning)
+               for f in rep.findings)
+    return out
 
 
 # ----------------------------------------------------------------------
@@ -359,9 +395,16 @@ def build_parser(command: str, out: Callable[[str], None] = None
                        help="snapshot file to write")
         p.add_argument("--note", default="", help="free text stored in "
                        "the file")
+    if command in ("check", "chat", "dump", "scan"):
+        p.add_argument("-o", "--output", metavar="FILE",
+                       help="write the result to FILE instead of the "
+                       "screen")
     if command == "scan":
         p.add_argument("--all", dest="include_clean", action="store_true",
                        help="list clean trees too")
+        p.add_argument("--slab", action="store_true",
+                       help="also walk every xa_node of the "
+                       "radix_tree_node slab")
         p.add_argument("--fs", dest="fs_types", action="append",
                        metavar="TYPE", help="only this filesystem type "
                        "(repeatable; 'swap' is the swap cache)")
@@ -413,6 +456,39 @@ def _looks_hex(s: str) -> bool:
 # xa
 
 
+def _run_command(mem: Memory, command: str, ns: argparse.Namespace,
+                 rep: Reporter) -> int:
+    """check, chat, dump or scan, printed through ``rep``."""
+    if command == "scan":
+        return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types,
+                    slab=ns.slab)
+    specs = target_specs(mem, ns.targets)
+    fmt = "chat" if command == "chat" else ns.fmt
+    opts = render_opts(command, fmt, getattr(ns, "flat", False),
+                       getattr(ns, "grouped", False))
+    return analyze_targets(mem, command, specs, fmt, rep,
+                           getattr(ns, "png", None), **opts)
+
+
+def _to_file(mem: Memory, command: str, ns: argparse.Namespace,
+             rep: Reporter) -> int:
+    """``-o FILE``: the result into FILE (written whole, then renamed into
+    place), errors and a one-line note on the screen."""
+    path = ns.output
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            status = _run_command(mem, command, ns,
+                                  Reporter(f, rep._stream(rep.err, "stdout"),
+                                           PROG))
+        size = os.path.getsize(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CrashextError("cannot write %s: %s" % (path, e.strerror or e))
+    rep.info("wrote %s (%d bytes)" % (path, size))
+    return status
+
+
 def run_xa(mem: Memory, argv: Sequence[str], out: Optional[TextIO] = None,
            err: Optional[TextIO] = None) -> int:
     """Run ``xa ARGV`` on ``mem``; print to ``out`` (errors and notes to
@@ -427,11 +503,12 @@ def run_xa(mem: Memory, argv: Sequence[str], out: Optional[TextIO] = None,
         if command == "help":
             write(help_page())
             return EXIT_CLEAN
-        if command == "scan":
-            return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types)
-        specs = target_specs(mem, ns.targets)
         if command == "capture":
-            return capture(mem, specs, ns.output, ns.note, rep)
+            return capture(mem, target_specs(mem, ns.targets), ns.output,
+                           ns.note, rep)
+        if ns.output:
+            return _to_file(mem, command, ns, rep)
+        return _run_command(mem, command, ns, rep)
         fmt = "chat" if command == "chat" else ns.fmt
         opts = render_opts(command, fmt, getattr(ns, "flat", False),
                            getattr(ns, "grouped", False))
