@@ -670,6 +670,8 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
     cpu_fl = _cpu_freelists(mem, sl, rep)
     in_sheaves = _sheaf_objects(mem, sl, rep)
     st = rep.stats
+    #: reason -> objects addresses of the slabs that could not be read
+    lost: Dict[str, List[int]] = {}
     for page, pfn, freelist, counters in iter_slabs(mem, sl, rep, progress):
         st["slabs"] = st.get("slabs", 0) + 1
         objects = (counters >> 16) & 0x7FFF
@@ -683,8 +685,7 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
             buf = mem.read(base, sl.red_left_pad + objects * sl.size)
         except UnreadableMemory as e:
             rep.complete = False
-            rep.notes.append("slab %s (objects at %s) unreadable: %s"
-                             % (hex(page), hex(base), e.reason or "?"))
+            lost.setdefault(e.reason or "?", []).append(base)
             continue
         free: Optional[Set[int]] = set()
         heads = cpu_fl.pop(page, [])
@@ -725,6 +726,14 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
                     free.add(a)
         yield SlabBuf(page, base, first, objects, sl.size, buf, free,
                       frozen, inuse)
+    # One line per reason (makedumpfile -d 31 drops every slab page of
+    # some kernels: a line per slab would bury the report).
+    for reason, bases in sorted(lost.items()):
+        st["slabs_unreadable"] = st.get("slabs_unreadable", 0) + len(bases)
+        rep.notes.append("%d slab%s unreadable (%s): objects at %s%s"
+                         % (len(bases), "s" if len(bases) > 1 else "",
+                            reason, ", ".join(hex(b) for b in bases[:3]),
+                            ", ..." if len(bases) > 3 else ""))
     for slab, heads in cpu_fl.items():
         rep.notes.append("cpu freelist %s of slab %s not in a scanned slab"
                          % (",".join(hex(h) for h in heads), hex(slab)))
