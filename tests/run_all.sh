@@ -22,11 +22,15 @@ case "${CI:-}" in ""|0|false|no) ;; *) ci=1 ;; esac
 echo "== install"
 # dask[distributed]: the triage --engine dask test runs too.
 $PY -m pip install -q --disable-pip-version-check -e '.[test,dask]'
-if [ "$(id -u)" = 0 ] && ! command -v crash > /dev/null; then
-	# crash 8.0.2 is the oracle for order-0 trees and rd
-	(apt-get install -y -q crash > /dev/null 2>&1 ||
-	 { apt-get update -q > /dev/null 2>&1 && apt-get install -y -q crash > /dev/null 2>&1; }) ||
-		echo "could not install crash; crash oracle tests will skip"
+# crash 8.0.2 (and its defs.h) is the oracle for order-0 trees and rd, and
+# a C compiler builds the test that stands in for PyKdump's registration.
+need=()
+command -v crash > /dev/null || need+=(crash)
+command -v cc > /dev/null || command -v gcc > /dev/null || need+=(gcc)
+if [ "$(id -u)" = 0 ] && [ ${#need[@]} -gt 0 ]; then
+	(apt-get install -y -q "${need[@]}" > /dev/null 2>&1 ||
+	 { apt-get update -q > /dev/null 2>&1 && apt-get install -y -q "${need[@]}" > /dev/null 2>&1; }) ||
+		echo "could not install ${need[*]}; the tests that need them will skip"
 fi
 LAB_SCRIPT=${LAB_MKDUMP:-../shared/lab/mkdump.sh}
 failed=""
