@@ -105,13 +105,15 @@ def _guarded(debug: bool, body: Callable[[], int]) -> int:
 
 
 def _run(command: str, vmcore, vmlinux, snapshot, targets, fmt,
-         png: Optional[str] = None, debug: bool = False, **opts) -> int:
+         png: Optional[str] = None, debug: bool = False,
+         memmap: bool = False, slab: bool = False, **opts) -> int:
     """Analyse every target; print; return the exit code."""
 
     def body() -> int:
         mem = open_memory(vmcore, vmlinux, snapshot)
         return frontdoor.analyze_targets(mem, command, _targets(mem, targets),
-                                         fmt, _ClickReporter(), png, **opts)
+                                         fmt, _ClickReporter(), png,
+                                         memmap=memmap, slab=slab, **opts)
     return _guarded(debug, body)
 
 
@@ -133,6 +135,17 @@ def format_option(default: str) -> Callable:
                         help="Output form.")
 
 
+def lost_options(f: Callable) -> Callable:
+    """--memmap and --slab: where the tree's lost pages went."""
+    f = click.option("--slab", is_flag=True,
+                     help="Also search the radix_tree_node slab for nodes "
+                          "cut off the tree.")(f)
+    f = click.option("--memmap", is_flag=True,
+                     help="Also search the memory map (struct pages) for "
+                          "this file's folios the tree lost.")(f)
+    return f
+
+
 TARGET_HELP = ("TARGET: an inode, address_space, struct xarray, struct file "
                "or folio address (hex, 0x optional; prefix inode:, mapping:, "
                "xarray:, file:, folio: to force the kind), or a file path in "
@@ -149,11 +162,12 @@ def main() -> None:
 @source_options
 @format_option("table")
 @click.option("--png", metavar="FILE", help="Also draw the broken node(s).")
+@lost_options
 @click.argument("targets", nargs=-1)
-def check(vmcore, vmlinux, snapshot, debug, fmt, png, targets):
+def check(vmcore, vmlinux, snapshot, debug, fmt, png, memmap, slab, targets):
     """Walk TARGET's i_pages, run every check, print the findings."""
     sys.exit(_run("check", vmcore, vmlinux, snapshot, targets, fmt, png,
-                  debug))
+                  debug, memmap, slab))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -161,12 +175,14 @@ def check(vmcore, vmlinux, snapshot, debug, fmt, png, targets):
 @click.option("--png", metavar="FILE", help="Also draw the broken node(s).")
 @click.option("--grouped", is_flag=True,
               help="Write addresses as ffff8880_0a3c4000.")
+@lost_options
 @click.argument("targets", nargs=-1)
-def chat(vmcore, vmlinux, snapshot, debug, png, grouped, targets):
+def chat(vmcore, vmlinux, snapshot, debug, png, grouped, memmap, slab,
+         targets):
     """A chat-ready summary (60 columns, verdict first)."""
     opts = frontdoor.render_opts("chat", "chat", grouped=grouped)
     sys.exit(_run("chat", vmcore, vmlinux, snapshot, targets, "chat", png,
-                  debug, **opts))
+                  debug, memmap, slab, **opts))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -260,15 +276,21 @@ def _progress_bar():
                    "the swap cache).")
 @click.option("--slab", is_flag=True,
               help="Also walk every xa_node of the radix_tree_node slab "
-                   "(finds nodes no tree reaches).")
+                   "(finds nodes no tree reaches; counts cut-off subtrees "
+                   "in each tree's nrpages).")
+@click.option("--no-memmap", "no_memmap", is_flag=True,
+              help="Never search the memory map for lost folios (by "
+                   "default: for trees whose nrpages is not accounted "
+                   "for).")
 def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, fs_types,
-         slab):
+         slab, no_memmap):
     """Check every page cache of a dump, worst first."""
 
     def body() -> int:
         mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan")
         return frontdoor.scan(mem, _ClickReporter(), fmt, include_clean,
-                              fs_types, progress=_progress_bar(), slab=slab)
+                              fs_types, progress=_progress_bar(), slab=slab,
+                              memmap=not no_memmap)
     sys.exit(_guarded(debug, body))
 
 

@@ -39,7 +39,7 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_FAILED = 0, 1, 2
 #: same page and drgn's ``help xa`` shows it too.
 SHORT = "find page-cache (large folio XArray) corruption"
 SYNOPSIS = ("[check|chat|dump|capture|scan|help] [-f table|chat|json] "
-            "[-o FILE] [TARGET...]")
+            "[--memmap] [--slab] [-o FILE] [TARGET...]")
 HELP = """\
   Walks the page-cache XArray (i_pages) of each TARGET, checks it against
   the kernel's invariants (multi-index sibling entries, duplicate folios,
@@ -71,9 +71,16 @@ HELP = """\
     --grouped            chat: write addresses as ffff8880_0a3c4000
     --png FILE           check, chat: also draw the broken node(s) (needs
                          Pillow)
+    --memmap             check, chat: also search the memory map (struct
+                         pages) for this file's folios the tree lost
+    --slab               check, chat: also search the radix_tree_node
+                         slab for nodes cut off the tree; scan: also walk
+                         every xa_node of the slab (nodes no tree reaches,
+                         cut-off nodes counted in each tree's nrpages)
     --all                scan: list clean trees too
-    --slab               scan: also walk every xa_node of the
-                         radix_tree_node slab (nodes no tree reaches)
+    --no-memmap          scan: never search the memory map (by default
+                         it is searched for trees whose nrpages the tree
+                         does not account for)
 
   Status (drgn: the command's return value): 0 clean, 1 findings, 2 could
   not analyse.  Errors are one "xa: error: ..." line.
@@ -183,24 +190,42 @@ def render_opts(command: str, fmt: str, flat: bool = False,
     return opts
 
 
+def slab_nodes(mem: Memory, rep: Reporter) -> Optional[list]:
+    """Every node header of the radix_tree_node slab (crashext.triage.slab)
+    for the accounting of cut-off subtrees, or None (one note line: the
+    analysis goes on, and its nrpages line says the slab was not
+    searched) when the slab cannot be walked."""
+    try:
+        from .triage.slab import walk_slab
+        return list(walk_slab(mem, check=False).nodes.values())
+    except CrashextError as e:
+        rep.info("%s: note: slab walk: %s (cut-off nodes not searched)"
+                 % (rep.prefix, one_line(e)))
+        return None
+
+
 def analyze_targets(mem: Memory, command: str, specs: Sequence[str],
                     fmt: str, rep: Reporter, png: Optional[str] = None,
+                    memmap: bool = False, slab: bool = False,
                     **opts: Any) -> int:
     """Analyse every target, print the rendering and return the status.
 
-    A target that cannot be analysed gives one error line and status 2;
-    the others are still analysed and printed.  Errors outside a target
-    (the picture) raise :class:`CrashextError` to the caller."""
+    ``memmap``/``slab``: also search the memory map / the slab for what
+    the tree lost (:func:`crashext.analyze.analyze`).  A target that
+    cannot be analysed gives one error line and status 2; the others are
+    still analysed and printed.  Errors outside a target (the picture)
+    raise :class:`CrashextError` to the caller."""
     from .analyze import analyze
     if png:
         # Before any output: no table followed by an error (exit 2).
         from .render.png import need_pillow
         need_pillow()
+    nodes = slab_nodes(mem, rep) if slab else None
     status = EXIT_CLEAN
     analyses = []
     for spec in specs:
         try:
-            a = analyze(mem, spec)
+            a = analyze(mem, spec, memmap=bool(memmap), slab_nodes=nodes)
         except CrashextError as e:
             rep.fail("%s: %s" % (spec, e))
             status = EXIT_FAILED
@@ -249,11 +274,13 @@ def scan(mem: Memory, rep: Reporter, fmt: str = "table",
          include_clean: bool = False,
          fs_types: Optional[Sequence[str]] = None,
          progress: Optional[Callable[[dict], None]] = None,
-         slab: bool = False) -> int:
+         slab: bool = False, memmap: bool = True) -> int:
     """Every page-cache tree of the dump (crashext.triage.scan, when it
     is installed): one line per tree that is not clean, then totals;
     ``slab`` also walks every xa_node of the radix_tree_node slab
-    (crashext.triage.slab)."""
+    (crashext.triage.slab) first, and counts the nodes cut off each tree
+    in its nrpages; ``memmap``: search the memory map for trees whose
+    nrpages is not accounted for."""
     try:
         from .triage import scan as S
         S.scan                                      # noqa: B018
@@ -262,14 +289,19 @@ def scan(mem: Memory, rep: Reporter, fmt: str = "table",
         return EXIT_FAILED
     rows = []
     by_verdict: dict = {}
-    for row in S.scan(mem, progress=progress, fs_types=fs_types or None):
-        by_verdict[row.verdict] = by_verdict.get(row.verdict, 0) + 1
-        if include_clean or row.verdict != "clean":
-            rows.append(row)
-    slab_rep = None
+    slab_rep = by_array = None
     if slab:
         from .triage.slab import walk_slab
         slab_rep = walk_slab(mem)
+        by_array = {}
+        for n in slab_rep.nodes.values():
+            by_array.setdefault(n.array, []).append(n)
+    for row in S.scan(mem, progress=progress, fs_types=fs_types or None,
+                      memmap="auto" if memmap else False,
+                      slab_nodes=by_array):
+        by_verdict[row.verdict] = by_verdict.get(row.verdict, 0) + 1
+        if include_clean or row.verdict != "clean":
+            rows.append(row)
     if fmt == "json":
         from .jsontext import dumps
         doc = {"format": "crashext.scan/1", "by_verdict": by_verdict,
@@ -381,6 +413,12 @@ def build_parser(command: str, out: Callable[[str], None] = None
                        choices=forms, metavar="|".join(forms),
                        help="output form (default table)")
     if command in ("check", "chat"):
+        p.add_argument("--memmap", action="store_true",
+                       help="also search the memory map for this file's "
+                       "folios the tree lost")
+        p.add_argument("--slab", action="store_true",
+                       help="also search the radix_tree_node slab for "
+                       "nodes cut off the tree")
         p.add_argument("--png", metavar="FILE",
                        help=("also draw the broken node(s)"
                              if _pillow_present() else argparse.SUPPRESS))
@@ -408,6 +446,8 @@ def build_parser(command: str, out: Callable[[str], None] = None
         p.add_argument("--fs", dest="fs_types", action="append",
                        metavar="TYPE", help="only this filesystem type "
                        "(repeatable; 'swap' is the swap cache)")
+        p.add_argument("--no-memmap", dest="memmap", action="store_false",
+                       help="never search the memory map for lost folios")
     else:
         p.add_argument("targets", nargs="*", metavar="TARGET",
                        help="inode, address_space, xarray, file or folio "
@@ -461,13 +501,15 @@ def _run_command(mem: Memory, command: str, ns: argparse.Namespace,
     """check, chat, dump or scan, printed through ``rep``."""
     if command == "scan":
         return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types,
-                    slab=ns.slab)
+                    slab=ns.slab, memmap=ns.memmap)
     specs = target_specs(mem, ns.targets)
     fmt = "chat" if command == "chat" else ns.fmt
     opts = render_opts(command, fmt, getattr(ns, "flat", False),
                        getattr(ns, "grouped", False))
     return analyze_targets(mem, command, specs, fmt, rep,
-                           getattr(ns, "png", None), **opts)
+                           getattr(ns, "png", None),
+                           memmap=getattr(ns, "memmap", False),
+                           slab=getattr(ns, "slab", False), **opts)
 
 
 def _to_file(mem: Memory, command: str, ns: argparse.Namespace,
@@ -509,11 +551,6 @@ def run_xa(mem: Memory, argv: Sequence[str], out: Optional[TextIO] = None,
         if ns.output:
             return _to_file(mem, command, ns, rep)
         return _run_command(mem, command, ns, rep)
-        fmt = "chat" if command == "chat" else ns.fmt
-        opts = render_opts(command, fmt, getattr(ns, "flat", False),
-                           getattr(ns, "grouped", False))
-        return analyze_targets(mem, command, specs, fmt, rep,
-                               getattr(ns, "png", None), **opts)
     except _Done:
         return EXIT_CLEAN
     except XaUsage as e:

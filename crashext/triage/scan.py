@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from ..findings import SEVERITY_RANK
+from ..fmt import size
 from ..layout import Layout
 from ..memory import CrashextError, Memory, UnreadableMemory
 from ..targets import Target
@@ -74,6 +75,9 @@ class ScanRow:
     error: str = ""
     where: str = ""
     path: str = ""                  # from the dcache, rows with findings
+    #: What the damage means for the file (render.impact.summary_dict):
+    #: bytes that read wrong, data at risk, the nrpages equation.
+    impact: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -88,8 +92,14 @@ class ScanRow:
         if self.kind == "error":
             return "%s: error: %s" % (self.name, self.error)
         codes = ", ".join("%s x%d" % kv for kv in sorted(self.codes.items()))
-        return "%s: %s%s" % (self.name, self.verdict,
-                             " (%s)" % codes if codes else "")
+        imp = self.impact
+        risk = ("; DATA AT RISK %s" % size(imp["risk_bytes"])
+                if imp.get("at_risk") else "")
+        wrong = ("; %s read wrong" % size(imp["wrong_bytes"])
+                 if imp.get("wrong_bytes") else "")
+        return "%s: %s%s%s%s" % (self.name, self.verdict,
+                                 " (%s)" % codes if codes else "", risk,
+                                 wrong)
 
 
 def row_name(row: Dict[str, Any]) -> str:
@@ -137,6 +147,8 @@ def row_from_analysis(row: ScanRow, a: Any) -> ScanRow:
                     for f in a.findings[:MAX_FINDINGS_PER_ROW]]
     row.explanations = [{"code": e.code, "lines": list(e.lines),
                          "data": dict(e.data)} for e in a.explanations]
+    from ..render.impact import summary_dict
+    row.impact = summary_dict(a)
     return row
 
 
@@ -238,11 +250,16 @@ def _list(mem: Memory, head: int, link_off: int, read_size: int,
 
 
 def _analyze_row(mem: Memory, row: ScanRow, target: Target,
-                 max_nodes: Optional[int]) -> ScanRow:
+                 max_nodes: Optional[int], memmap: Any = "auto",
+                 slab_nodes: Optional[Dict[int, list]] = None) -> ScanRow:
     from ..analyze import analyze     # late: analyze imports a lot
+    kw: Dict[str, Any] = {"memmap": memmap}
+    if max_nodes is not None:
+        kw["max_nodes"] = max_nodes
+    if slab_nodes is not None and target.xarray:
+        kw["slab_nodes"] = slab_nodes.get(target.xarray, [])
     try:
-        a = (analyze(mem, target) if max_nodes is None
-             else analyze(mem, target, max_nodes=max_nodes))
+        a = analyze(mem, target, **kw)
     except CrashextError as e:
         row.verdict, row.error = "error", str(e)
         return row
@@ -360,7 +377,9 @@ def row_target(row: ScanRow) -> Target:
 def scan(mem: Memory, progress: Optional[ProgressFn] = None,
          swap: bool = True, include_empty: bool = False,
          fs_types: Optional[Iterable[str]] = None,
-         max_nodes: Optional[int] = None) -> Iterator[ScanRow]:
+         max_nodes: Optional[int] = None, memmap: Any = "auto",
+         slab_nodes: Optional[Dict[int, list]] = None
+         ) -> Iterator[ScanRow]:
     """Analyse every page-cache tree in the dump; yield one
     :class:`ScanRow` per tree (and one ``kind="error"`` row per list that
     could not be followed to its end).
@@ -373,6 +392,11 @@ def scan(mem: Memory, progress: Optional[ProgressFn] = None,
     after each superblock and every 10,000 inodes.  Raises
     :class:`CrashextError` only when the debug info lacks the structs
     (wrong vmlinux).
+
+    ``memmap`` ("auto"): walk the memory map for a tree whose nrpages the
+    tree does not account for (False: never); ``slab_nodes``: the slab
+    walk's node headers by ``array`` (cut-off subtrees), None: not
+    searched.  See :func:`crashext.analyze.analyze`.
     """
     for row in iter_trees(mem, progress, swap, include_empty, fs_types):
         if row.kind == "error":
@@ -382,7 +406,8 @@ def scan(mem: Memory, progress: Optional[ProgressFn] = None,
         if not row.nrpages and not head:
             yield row
             continue
-        row = _analyze_row(mem, row, row_target(row), max_nodes)
+        row = _analyze_row(mem, row, row_target(row), max_nodes, memmap,
+                           slab_nodes)
         if row.kind == "inode" and row.verdict != "clean":
             row.path = _path_of(mem, row.inode)
         yield row
@@ -474,11 +499,14 @@ VERDICT_RANK = {"corrupt": 0, "error": 1, "suspect": 2, "clean": 3}
 
 def rank(rows: Iterable[ScanRow], limit: Optional[int] = None,
          include_clean: bool = False) -> List[ScanRow]:
-    """Rows most worth a look first: corrupt (by error count, then
-    warnings), then enumeration errors, then suspect; clean rows only with
-    ``include_clean``.  Only the kept rows are held in memory."""
+    """Rows most worth a look first: corrupt (data at risk first, then by
+    error count, then warnings), then enumeration errors, then suspect;
+    clean rows only with ``include_clean``.  Only the kept rows are held
+    in memory."""
     kept = [r for r in rows if include_clean or r.verdict != "clean"]
-    kept.sort(key=lambda r: (VERDICT_RANK.get(r.verdict, 9), -r.errors,
+    # Data at risk first (dirty data lost or misplaced), within a verdict.
+    kept.sort(key=lambda r: (VERDICT_RANK.get(r.verdict, 9),
+                             not r.impact.get("at_risk"), -r.errors,
                              -r.warnings, r.fs_type, r.s_id,
                              r.i_ino if r.i_ino is not None else -1))
     return kept[:limit] if limit else kept
