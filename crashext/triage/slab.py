@@ -28,12 +28,15 @@ read from its debug info (never from the version string):
   to 6.x): each CPU's current slab has a second, lockless freelist at
   ``kmem_cache_cpu.freelist`` (6.1 include/linux/slub_def.h, 6.12 mm/slub.c
   ``struct kmem_cache_cpu``; ``___slab_alloc()``).
-* per-CPU sheaves (``kmem_cache.cpu_sheaves``; 7.x has no ``cpu_slab``
-  and no ``struct kmem_cache_cpu`` left): ``struct slub_percpu_sheaves``
-  holds the ``main``, ``spare`` and ``rcu_free`` sheaves, and each NUMA
-  node a ``struct node_barn`` with lists of full and empty sheaves
-  (``kmem_cache.per_node[n].barn`` in 7.3, ``kmem_cache_node.barn`` or
-  ``slub_percpu_sheaves.barn`` before).  A sheaf's first ``size``
+* per-CPU sheaves (``kmem_cache.cpu_sheaves``: opt-in per cache since
+  commit 2d517aa09bbc, v6.18, next to ``cpu_slab``; every cache's only
+  per-CPU cache since commit 32c894c7274b, v7.0, which removed ``struct
+  kmem_cache_cpu``): ``struct slub_percpu_sheaves`` holds the ``main``,
+  ``spare`` and ``rcu_free`` sheaves, and each NUMA node a ``struct
+  node_barn`` with lists of full and empty sheaves
+  (``kmem_cache.per_node[n].barn`` since commit 5ba6bc27b1f9, v7.1;
+  ``kmem_cache_node.barn`` before; ``slub_percpu_sheaves.barn`` in the
+  first posted series).  A sheaf's first ``size``
   ``objects[]`` are free objects, stored as plain pointers: 7.3.4 mm/slub.c
   ``free_to_pcs()`` does ``pcs->main->objects[pcs->main->size++] =
   object`` and ``barn_put_full_sheaf()`` links a sheaf on
