@@ -37,8 +37,9 @@ read from its debug info (never from the version string):
   (``kmem_cache.per_node[n].barn`` since commit 5ba6bc27b1f9, v7.1;
   ``kmem_cache_node.barn`` before; ``slub_percpu_sheaves.barn`` in the
   first posted series; commit ids as drgn's slab helper cites them, the
-  6.1, 6.12 and 7.3.4 layouts read in Debian's linux-source packages).  A sheaf's first ``size``
-  ``objects[]`` are free objects, stored as plain pointers: 7.3.4 mm/slub.c
+  6.1, 6.12 and 7.3.4 layouts read in Debian's linux-source packages).
+  A sheaf's first ``size`` ``objects[]`` are free objects, stored as
+  plain pointers: 7.3.4 mm/slub.c
   ``free_to_pcs()`` does ``pcs->main->objects[pcs->main->size++] =
   object`` and ``barn_put_full_sheaf()`` links a sheaf on
   ``barn->sheaves_full`` through ``sheaf->barn_list``; ``rcu_free``
