@@ -15,6 +15,8 @@
 #                         (mkdump.sh --quick --panic; default "6.1 7.3";
 #                         the fleet tests read CRASHEXT_LAB_PANIC_FAMILIES)
 #   LAB_KASLR=1           boot them with --kaslr (tests then use the KASLR runs)
+#   LAB_MKDUMP=CMD        run lab boots through CMD (same arguments as
+#                         mkdump.sh; e.g. a wrapper that takes a lock)
 #   CI=true               a failed lab run fails this script, and every
 #                         test that would skip fails (tests/conftest.py)
 set -euo pipefail
@@ -33,13 +35,17 @@ echo "== install"
 # dask[distributed]: the triage tests start a real Dask scheduler and
 # workers (and a local cluster).
 $PY -m pip install -q --disable-pip-version-check -e '.[test,dask]'
-if [ "$(id -u)" = 0 ] && ! command -v crash > /dev/null; then
-	# crash 8.0.2 is the oracle for order-0 trees and rd
-	(apt-get install -y -q crash > /dev/null 2>&1 ||
-	 { apt-get update -q > /dev/null 2>&1 && apt-get install -y -q crash > /dev/null 2>&1; }) ||
-		echo "could not install crash; crash oracle tests will skip"
+# crash 8.0.2 (and its defs.h) is the oracle for order-0 trees and rd, and
+# a C compiler builds the test that stands in for PyKdump's registration.
+need=()
+command -v crash > /dev/null || need+=(crash)
+command -v cc > /dev/null || command -v gcc > /dev/null || need+=(gcc)
+if [ "$(id -u)" = 0 ] && [ ${#need[@]} -gt 0 ]; then
+	(apt-get install -y -q "${need[@]}" > /dev/null 2>&1 ||
+	 { apt-get update -q > /dev/null 2>&1 && apt-get install -y -q "${need[@]}" > /dev/null 2>&1; }) ||
+		echo "could not install ${need[*]}; the tests that need them will skip"
 fi
-LAB_SCRIPT=../shared/lab/mkdump.sh
+LAB_SCRIPT=${LAB_MKDUMP:-../shared/lab/mkdump.sh}
 failed=""
 if [ "${CRASHEXT_NO_LAB:-0}" != 1 ]; then
 	if [ ! -x "$LAB_SCRIPT" ]; then

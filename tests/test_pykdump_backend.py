@@ -297,7 +297,9 @@ def test_standin_readers(crash, api, prog, big64):
     assert api.readU8(i_pages + 8) == raw[8]
     assert crash.readInt(i_pages + 8, 8, True) == head - (1 << 64)
     assert crash.readInt(i_pages + 8, 8) == head
-    phys = api.readmem(i_pages - 0xFFFF888000000000, 16, crash.PHYSADDR)
+    # Physical = direct-map address - page_offset_base (KASLR moves it).
+    page_offset = prog["page_offset_base"].value_()
+    phys = api.readmem(i_pages - page_offset, 16, crash.PHYSADDR)
     assert phys == raw
 
 

@@ -28,13 +28,18 @@ read from its debug info (never from the version string):
   to 6.x): each CPU's current slab has a second, lockless freelist at
   ``kmem_cache_cpu.freelist`` (6.1 include/linux/slub_def.h, 6.12 mm/slub.c
   ``struct kmem_cache_cpu``; ``___slab_alloc()``).
-* per-CPU sheaves (``kmem_cache.cpu_sheaves``; 7.x has no ``cpu_slab``
-  and no ``struct kmem_cache_cpu`` left): ``struct slub_percpu_sheaves``
-  holds the ``main``, ``spare`` and ``rcu_free`` sheaves, and each NUMA
-  node a ``struct node_barn`` with lists of full and empty sheaves
-  (``kmem_cache.per_node[n].barn`` in 7.3, ``kmem_cache_node.barn`` or
-  ``slub_percpu_sheaves.barn`` before).  A sheaf's first ``size``
-  ``objects[]`` are free objects, stored as plain pointers: 7.3.4 mm/slub.c
+* per-CPU sheaves (``kmem_cache.cpu_sheaves``: opt-in per cache since
+  commit 2d517aa09bbc, v6.18, next to ``cpu_slab``; every cache's only
+  per-CPU cache since commit 32c894c7274b, v7.0, which removed ``struct
+  kmem_cache_cpu``): ``struct slub_percpu_sheaves`` holds the ``main``,
+  ``spare`` and ``rcu_free`` sheaves, and each NUMA node a ``struct
+  node_barn`` with lists of full and empty sheaves
+  (``kmem_cache.per_node[n].barn`` since commit 5ba6bc27b1f9, v7.1;
+  ``kmem_cache_node.barn`` before; ``slub_percpu_sheaves.barn`` in the
+  first posted series; commit ids as drgn's slab helper cites them, the
+  6.1, 6.12 and 7.3.4 layouts read in Debian's linux-source packages).
+  A sheaf's first ``size`` ``objects[]`` are free objects, stored as
+  plain pointers: 7.3.4 mm/slub.c
   ``free_to_pcs()`` does ``pcs->main->objects[pcs->main->size++] =
   object`` and ``barn_put_full_sheaf()`` links a sheaf on
   ``barn->sheaves_full`` through ``sheaf->barn_list``; ``rcu_free``
@@ -670,6 +675,8 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
     cpu_fl = _cpu_freelists(mem, sl, rep)
     in_sheaves = _sheaf_objects(mem, sl, rep)
     st = rep.stats
+    #: reason -> objects addresses of the slabs that could not be read
+    lost: Dict[str, List[int]] = {}
     for page, pfn, freelist, counters in iter_slabs(mem, sl, rep, progress):
         st["slabs"] = st.get("slabs", 0) + 1
         objects = (counters >> 16) & 0x7FFF
@@ -683,8 +690,7 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
             buf = mem.read(base, sl.red_left_pad + objects * sl.size)
         except UnreadableMemory as e:
             rep.complete = False
-            rep.notes.append("slab %s (objects at %s) unreadable: %s"
-                             % (hex(page), hex(base), e.reason or "?"))
+            lost.setdefault(e.reason or "?", []).append(base)
             continue
         free: Optional[Set[int]] = set()
         heads = cpu_fl.pop(page, [])
@@ -725,6 +731,14 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
                     free.add(a)
         yield SlabBuf(page, base, first, objects, sl.size, buf, free,
                       frozen, inuse)
+    # One line per reason (makedumpfile -d 31 drops every slab page of
+    # some kernels: a line per slab would bury the report).
+    for reason, bases in sorted(lost.items()):
+        st["slabs_unreadable"] = st.get("slabs_unreadable", 0) + len(bases)
+        rep.notes.append("%d slab%s unreadable (%s): objects at %s%s"
+                         % (len(bases), "s" if len(bases) > 1 else "",
+                            reason, ", ".join(hex(b) for b in bases[:3]),
+                            ", ..." if len(bases) > 3 else ""))
     for slab, heads in cpu_fl.items():
         rep.notes.append("cpu freelist %s of slab %s not in a scanned slab"
                          % (",".join(hex(h) for h in heads), hex(slab)))
