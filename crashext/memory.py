@@ -97,6 +97,21 @@ class Memory:
     def read_u64(self, addr: int) -> int:
         return int.from_bytes(self.read(addr, 8), "little")
 
+    def symbol_value(self, name: str, size: int = 8) -> Optional[int]:
+        """The unsigned ``size``-byte value of kernel variable ``name``,
+        or None when the symbol is unknown or its memory unreadable.
+
+        >>> mem.symbol_value("max_pfn")              # doctest: +SKIP
+        294912
+        """
+        a = self.symbol(name)
+        if a is None:
+            return None
+        try:
+            return int.from_bytes(self.read(a, size), "little")
+        except UnreadableMemory:
+            return None
+
 
 class MemoryView(Memory):
     """A :class:`Memory` that forwards everything to ``base``; subclasses

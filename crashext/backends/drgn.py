@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import mmap
 import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
@@ -21,6 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import drgn
 
 from ..memory import KERNEL_MIN, CrashextError, Memory, UnreadableMemory
+from .vmlinux import vmlinux_release
 
 #: The running kernel's memory, as drgn opens it for ``drgn`` without -c.
 KCORE = "/proc/kcore"
@@ -319,21 +319,6 @@ def _kcore_refused(kcore: str, e: OSError) -> str:
         return ("live: %s refused (%s): needs CAP_SYS_RAWIO and no "
                 "kernel lockdown" % (kcore, e.strerror or e))
     return "live: cannot open %s: %s" % (kcore, e.strerror or e)
-
-
-_BANNER = re.compile(rb"Linux version (\d[\x21-\x7e]{0,63}) \(")
-
-
-def vmlinux_release(path: str) -> Optional[str]:
-    """The release in a vmlinux file's ``linux_banner`` ("Linux version
-    6.1.0-50-amd64 (...") without loading its debug info, or None."""
-    try:
-        with open(path, "rb") as f, \
-                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            m = _BANNER.search(mm)
-            return m.group(1).decode("ascii") if m else None
-    except (OSError, ValueError):
-        return None
 
 
 class _drgn_log:

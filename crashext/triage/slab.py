@@ -259,16 +259,16 @@ class _Slub:
         if self.slab_mark != "PG_slab flag" and self.o_page_type is None:
             raise CrashextError("no struct page.page_type")
         self.page_shift = 12
-        self.vmemmap = _sym_u64(mem, "vmemmap_base")
+        self.vmemmap = mem.symbol_value("vmemmap_base")
         if self.vmemmap is None:
-            mm = _sym_u64(mem, "mem_map")            # FLATMEM
+            mm = mem.symbol_value("mem_map")            # FLATMEM
             self.vmemmap = mm
         if self.vmemmap is None:
             raise CrashextError("cannot find the struct page array "
                                 "(no vmemmap_base / mem_map)")
-        po = _sym_u64(mem, "page_offset_base")
+        po = mem.symbol_value("page_offset_base")
         self.page_offset = po if po is not None else 0xFFFF888000000000
-        self.max_pfn = _sym_u64(mem, "max_pfn") or 0
+        self.max_pfn = mem.symbol_value("max_pfn") or 0
         if not self.max_pfn:
             raise CrashextError("max_pfn unknown")
 
@@ -301,26 +301,6 @@ class _Slub:
 
 def _u64(buf: bytes, off: int) -> int:
     return int.from_bytes(buf[off:off + 8], "little")
-
-
-def _sym_u32(mem: Memory, name: str) -> Optional[int]:
-    a = mem.symbol(name)
-    if a is None:
-        return None
-    try:
-        return int.from_bytes(mem.read(a, 4), "little")
-    except UnreadableMemory:
-        return None
-
-
-def _sym_u64(mem: Memory, name: str) -> Optional[int]:
-    a = mem.symbol(name)
-    if a is None:
-        return None
-    try:
-        return mem.read_u64(a)
-    except UnreadableMemory:
-        return None
 
 
 def _percpu_offsets(mem: Memory, rep: SlabReport) -> Optional[List[int]]:
@@ -526,7 +506,7 @@ def _barns(mem: Memory, sl: _Slub, rep: SlabReport) -> List[Tuple[int, str]]:
     ``kmem_cache.per_node[n].barn`` (7.3), else
     ``kmem_cache.node[n]->barn`` (``struct kmem_cache_node.barn``)."""
     K = "struct kmem_cache"
-    nr = _sym_u32(mem, "nr_node_ids") or 1
+    nr = mem.symbol_value("nr_node_ids", 4) or 1
     nr = max(1, min(nr, 1 << 10))
     out: List[Tuple[int, str]] = []
     o_pn = mem.member_offset(K, "per_node")
