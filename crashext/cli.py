@@ -27,6 +27,21 @@ def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
     """The backend for the given source options.  ``whole_dump`` names a
     command that needs the whole dump (a snapshot holds only the trees
     it captured)."""
+    check_sources(vmcore, vmlinux, snapshot, whole_dump)
+    if snapshot:
+        from .backends.snapshot import SnapshotMemory
+        return SnapshotMemory.load(snapshot)
+    try:
+        from .backends.drgn import DrgnMemory
+    except ImportError:
+        raise CrashextError("drgn is not installed: pip install drgn")
+    return DrgnMemory.open(vmcore, vmlinux)
+
+
+def check_sources(vmcore: Optional[str], vmlinux: Optional[str],
+                  snapshot: Optional[str], whole_dump: str = "") -> None:
+    """Raise :class:`CrashextError` (one line) for source options that
+    cannot work, before anything is opened."""
     if snapshot and vmcore:
         raise CrashextError("give either --vmcore or --snapshot, not both")
     if snapshot and whole_dump:
@@ -34,8 +49,7 @@ def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
                             "holds only the trees it captured; use check "
                             "or chat on it" % whole_dump)
     if snapshot:
-        from .backends.snapshot import SnapshotMemory
-        return SnapshotMemory.load(snapshot)
+        return
     if not vmcore:
         raise CrashextError("no dump given: use --vmcore FILE [--vmlinux "
                             "FILE] or --snapshot FILE")
@@ -56,11 +70,6 @@ def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
             raise CrashextError("vmlinux %s is not an ELF file (give the "
                                 "debug vmlinux, e.g. /usr/lib/debug/boot/"
                                 "vmlinux-RELEASE)" % vmlinux)
-    try:
-        from .backends.drgn import DrgnMemory
-    except ImportError:
-        raise CrashextError("drgn is not installed: pip install drgn")
-    return DrgnMemory.open(vmcore, vmlinux)
 
 
 def _targets(mem: Memory, targets: Sequence[str]) -> List[str]:
@@ -73,18 +82,31 @@ _render = frontdoor.render
 
 class _ClickReporter(frontdoor.Reporter):
     """frontdoor output through click (results to stdout, errors and
-    notes to stderr)."""
+    notes to stderr).  A progress line on the terminal is erased before
+    anything else is written."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress=None) -> None:
         super().__init__(prefix="crashext")
+        self.progress = progress
+
+    def _clear(self) -> None:
+        if self.progress is not None:
+            self.progress.clear()
 
     def echo(self, text: str) -> None:
+        self._clear()
         click.echo(text)
 
+    def write(self, text: str) -> None:
+        self._clear()
+        click.echo(text, nl=False)
+
     def info(self, text: str) -> None:
+        self._clear()
         click.echo(text, err=True)
 
     def fail(self, msg: str) -> None:
+        self._clear()
         _fail(msg)
 
 
@@ -233,61 +255,66 @@ def crashrc(mpykdump, wrapper, crash_bin, shell):
     sys.exit(EXIT_CLEAN)
 
 
-def _progress_bar():
-    """A one-line progress report on a terminal (stderr), None in pipes."""
-    if not sys.stderr.isatty():
-        return None
-
-    def show(p: dict) -> None:
-        if p.get("done"):
-            sys.stderr.write("\r%-60s\r" % "")
-        else:
-            sys.stderr.write("\rscanning %s %s: %d inodes, %d trees"
-                             % (p.get("fs_type", ""), p.get("s_id", ""),
-                                p.get("inodes", 0), p.get("trees", 0)))
-        sys.stderr.flush()
-    return show
-
-
 @main.command()
 @source_options
 @click.option("--format", "-f", "fmt", default="table", show_default=True,
-              type=click.Choice(("table", "json")), help="Output form.")
+              type=click.Choice(("table", "json", "jsonl")),
+              help="Output form (jsonl: one line per tree as it is "
+                   "scanned, then a totals line).")
 @click.option("--all", "include_clean", is_flag=True,
-              help="List clean trees too.")
+              help="List clean trees too (every tree, worst first).")
+@click.option("--top", type=click.IntRange(min=0), default=None,
+              metavar="N", help="Table: the N worst trees (default 50; "
+                                "0: every tree with findings).")
 @click.option("--fs", "fs_types", multiple=True, metavar="TYPE",
               help="Only these filesystem types (repeatable; 'swap' for "
                    "the swap cache).")
 @click.option("--slab", is_flag=True,
               help="Also walk every xa_node of the radix_tree_node slab "
                    "(finds nodes no tree reaches).")
-def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, fs_types,
-         slab):
-    """Check every page cache of a dump, worst first."""
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1,
+              show_default=True, metavar="N",
+              help="Processes to split the scan over (each opens the "
+                   "dump; same output as -j 1).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress line on a terminal.")
+def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
+         fs_types, slab, jobs, quiet):
+    """Check every page cache of a dump, worst first.
+
+    Progress (done/total inodes, rate, ETA) goes to stderr when it is a
+    terminal.
+    """
+    from .triage.progress import Progress
+    prog = Progress("scan", unit="inodes", quiet=quiet)
+    rep = _ClickReporter(prog)
 
     def body() -> int:
-        mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan")
-        status = frontdoor.scan(mem, _ClickReporter(), fmt, include_clean,
-                                fs_types, progress=_progress_bar())
-        if slab:
-            from .triage.slab import walk_slab
-            rep = walk_slab(mem)
-            if fmt == "json":
-                import json
-                click.echo(json.dumps(rep.to_dict(), indent=2,
-                                      sort_keys=True, default=str))
-            else:
-                st = rep.stats
-                click.echo("slab radix_tree_node: %s, %s" % (
-                    rep.verdict, ", ".join("%s %s" % kv for kv in
-                                           sorted(st.items()))))
-                for f in rep.findings:
-                    click.echo("  %s node 0x%x %s" % (
-                        f.code, f.node or 0, f.meaning))
-            if rep.findings and status == EXIT_CLEAN:
-                status = EXIT_FINDINGS
-        return status
-    sys.exit(_guarded(debug, body))
+        if jobs == 1:
+            mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan")
+            return frontdoor.scan(mem, rep, fmt, include_clean, fs_types,
+                                  progress=prog.scan_callback(), top=top,
+                                  slab=slab)
+        # Check the sources here (one error line, no worker started);
+        # each worker opens the dump itself.
+        check_sources(vmcore, vmlinux, snapshot, whole_dump="scan")
+        try:
+            from .backends.drgn import DrgnMemory  # noqa: F401
+        except ImportError:
+            raise CrashextError("drgn is not installed: pip install drgn")
+        from .triage.scanjobs import ParallelScan
+        from .triage.scanout import Form
+        source = ParallelScan(
+            lambda: open_memory(vmcore, vmlinux, None, whole_dump="scan"),
+            jobs, Form(fmt, include_clean), progress=prog.scan_callback(),
+            slab=slab, fs_types=fs_types or None)
+        return frontdoor.scan(None, rep, fmt, include_clean, fs_types,
+                              top=top, source=source)
+    try:
+        status = _guarded(debug, body)
+    finally:
+        prog.close()
+    sys.exit(status)
 
 
 @main.command()

@@ -62,7 +62,8 @@ HELP = """\
   folio: to force the kind.  A path in the dump also works (found in the
   dcache: the file must have been open or looked up recently).
 
-    -f table|chat|json   output form (check, dump, scan)
+    -f table|chat|json   output form (check, dump; scan: table, json or
+                         jsonl, one line per tree as it is scanned)
     -o FILE              snapshot file to write (capture; --note TEXT adds
                          a remark to it)
     --flat               dump: one line per entry
@@ -70,6 +71,7 @@ HELP = """\
     --png FILE           check, chat: also draw the broken node(s) (needs
                          Pillow)
     --all                scan: list clean trees too
+    --top N              scan: the N worst trees (default 50; 0: all)
 
   Status (drgn: the command's return value): 0 clean, 1 findings, 2 could
   not analyse.  Errors are one "xa: error: ..." line.
@@ -120,6 +122,10 @@ class Reporter:
     def echo(self, text: str) -> None:
         """``text`` and a newline (as click.echo)."""
         self._stream(self.out, "stdout").write(text + "\n")
+
+    def write(self, text: str) -> None:
+        """``text`` as it is (a part of a longer output)."""
+        self._stream(self.out, "stdout").write(text)
 
     def info(self, text: str) -> None:
         self._stream(self.err, "stderr").write(text + "\n")
@@ -241,46 +247,53 @@ def capture(mem: Memory, specs: Sequence[str], output: str, note: str,
     return status
 
 
-def scan(mem: Memory, rep: Reporter, fmt: str = "table",
+def scan(mem: Optional[Memory], rep: Reporter, fmt: str = "table",
          include_clean: bool = False,
          fs_types: Optional[Sequence[str]] = None,
-         progress: Optional[Callable[[dict], None]] = None) -> int:
+         progress: Optional[Callable[[dict], None]] = None,
+         top: Optional[int] = None, slab: bool = False,
+         source: Any = None) -> int:
     """Every page-cache tree of the dump (crashext.triage.scan, when it
-    is installed): one line per tree that is not clean, then totals."""
+    is installed), printed as it is scanned: ``table`` (the totals, then
+    the ``top`` worst trees; every tree with ``include_clean`` or ``top``
+    0), ``json`` (one document) or ``jsonl`` (one line per tree).  Clean
+    trees are counted, and listed only with ``include_clean``.
+
+    ``source`` replaces the scan of ``mem`` in this process by another
+    source of the same batches (``crashext scan -j N``:
+    crashext.triage.scanjobs.ParallelScan)."""
     try:
         from .triage import scan as S
-        S.scan                                      # noqa: B018
+        from .triage import scanout as O
+        S.LocalScan                                 # noqa: B018
     except (ImportError, AttributeError):
         rep.fail("scan not available in this crashext")
         return EXIT_FAILED
-    rows = []
-    by_verdict: dict = {}
-    for row in S.scan(mem, progress=progress, fs_types=fs_types or None):
-        by_verdict[row.verdict] = by_verdict.get(row.verdict, 0) + 1
-        if include_clean or row.verdict != "clean":
-            rows.append(row)
-    if fmt == "json":
-        import json
-        doc = {"format": "crashext.scan/1", "by_verdict": by_verdict,
-               "rows": [r.to_dict() for r in rows]}
-        rep.echo(json.dumps(doc, indent=2, sort_keys=True))
-    else:
-        rank = getattr(S, "rank", None)
-        if rank is not None:
-            rows = rank(rows, include_clean=include_clean)
-        n = sum(by_verdict.values())
-        parts = ["%d %s" % (by_verdict[v], v)
-                 for v in ("corrupt", "suspect", "error", "clean")
-                 if by_verdict.get(v)]
-        lines = ["scanned %d tree%s: %s" % (n, "" if n == 1 else "s",
-                                            ", ".join(parts) or "none")]
-        lines.extend(r.summary() for r in rows)
-        rep.echo("\n".join(lines))
-    if by_verdict.get("corrupt") or by_verdict.get("suspect"):
+    form = O.Form(fmt, include_clean)
+    if source is None:
+        source = S.LocalScan(mem, form, progress=progress, slab=slab,
+                             fs_types=fs_types or None)
+    out = O.writer(fmt, rep.write, include_clean,
+                   O.DEFAULT_TOP if top is None else top)
+    totals = O.Totals()
+    for pieces, t in source:
+        totals.merge(t)
+        for p in pieces:
+            out.put(p)
+    slab_result = getattr(source, "slab", None)
+    out.finish(totals, slab_result)
+    findings = bool(totals.by_verdict.get("corrupt")
+                    or totals.by_verdict.get("suspect"))
+    failed = bool(totals.by_verdict.get("error"))
+    if slab_result is not None:
+        if "error" in slab_result:
+            rep.fail("slab: %s" % slab_result["error"])
+            failed = True
+        elif slab_result.get("findings"):
+            findings = True
+    if findings:
         return EXIT_FINDINGS
-    if by_verdict.get("error"):
-        return EXIT_FAILED
-    return EXIT_CLEAN
+    return EXIT_FAILED if failed else EXIT_CLEAN
 
 
 # ----------------------------------------------------------------------
@@ -340,7 +353,7 @@ def build_parser(command: str, out: Callable[[str], None] = None
                 "scan": "Analyse every page-cache tree of the dump.",
             }[command])
     if command in ("check", "dump", "scan"):
-        forms = FORMATS if command != "scan" else ("table", "json")
+        forms = FORMATS if command != "scan" else ("table", "json", "jsonl")
         p.add_argument("-f", "--format", dest="fmt", default="table",
                        choices=forms, metavar="|".join(forms),
                        help="output form (default table)")
@@ -361,7 +374,11 @@ def build_parser(command: str, out: Callable[[str], None] = None
                        "the file")
     if command == "scan":
         p.add_argument("--all", dest="include_clean", action="store_true",
-                       help="list clean trees too")
+                       help="list clean trees too (every tree, worst "
+                       "first)")
+        p.add_argument("--top", type=int, default=None, metavar="N",
+                       help="table: the N worst trees (default 50; 0: "
+                       "every tree with findings)")
         p.add_argument("--fs", dest="fs_types", action="append",
                        metavar="TYPE", help="only this filesystem type "
                        "(repeatable; 'swap' is the swap cache)")
@@ -428,7 +445,8 @@ def run_xa(mem: Memory, argv: Sequence[str], out: Optional[TextIO] = None,
             write(help_page())
             return EXIT_CLEAN
         if command == "scan":
-            return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types)
+            return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types,
+                        top=ns.top)
         specs = target_specs(mem, ns.targets)
         if command == "capture":
             return capture(mem, specs, ns.output, ns.note, rep)

@@ -1,0 +1,212 @@
+"""``crashext scan -j N``: the scan of one dump over N processes.
+
+Each worker opens the dump itself and makes the same plan
+(:meth:`crashext.triage.scan.Scanner.plan`: the plan depends only on the
+dump, so unit ``n`` is the same in every process; the workers check it by
+the plan's fingerprint).  Workers take units from a shared counter, the
+next number nobody took yet, so a worker that met big trees takes fewer
+units; with ``--slab`` the radix_tree_node slab walk is the first unit
+taken.  A worker turns each row into what the output form keeps
+(:meth:`crashext.triage.scanout.Form.piece`) and sends a unit's pieces
+and totals to the parent, which hands them on in plan order: the output
+is the one process's output, byte for byte.
+
+A worker that dies loses the unit it was on: the parent reports it as an
+error row at the unit's place (never a silent gap).
+
+Not for PyKdump (multiprocessing): inside crash, ``xa scan`` is the one
+process scan of :class:`crashext.triage.scan.LocalScan`.
+
+>>> src = ParallelScan(lambda: open_memory(vmcore, vmlinux), 2,
+...                    Form("jsonl"))                     # doctest: +SKIP
+>>> for pieces, totals in src: ...                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+from multiprocessing.connection import wait
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from ..memory import CrashextError, Memory
+from .scan import ProgressFn, ScanRow, Scanner, slab_summary
+from .scanout import Form, Totals
+
+#: Unit number of the slab walk in the shared counter's sequence (when
+#: asked for); the scan's units follow.
+_SLAB = -1
+
+
+def _worker(wid: int, open_mem: Callable[[], Memory], form: Form,
+            opts: Dict[str, Any], slab: bool, counter: Any, conn: Any
+            ) -> None:
+    """One process: open, plan, then take units until none is left."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent handles ^C
+    try:
+        mem = open_mem()
+        sc = Scanner(mem, **opts)
+        plan = sc.plan()
+    except CrashextError as e:
+        conn.send(("fail", wid, " ".join(str(e).split())))
+        conn.close()
+        return
+    except Exception as e:              # a bug: say it, one line
+        conn.send(("fail", wid, "internal error: %s: %s"
+                   % (type(e).__name__, e)))
+        conn.close()
+        return
+    conn.send(("plan", wid, plan.fingerprint(), plan.entries,
+               [(u.entries, u.where()) for u in plan.units]))
+    first = -1 if slab else 0             # counter value of the first unit
+
+    def take() -> int:
+        with counter.get_lock():
+            n = counter.value
+            counter.value += 1
+        return n + first
+
+    n = take()
+    if n == _SLAB:
+        conn.send(("slab", wid, slab_summary(mem)))
+        n = take()
+    units = plan.units
+    while 0 <= n < len(units):
+        pieces, totals = sc.batch(units[n], form)
+        conn.send(("unit", wid, n, pieces, totals))
+        n = take()
+    conn.send(("end", wid))
+    conn.close()
+
+
+class ParallelScan:
+    """The scan of one dump by ``jobs`` processes, as the same
+    ``(pieces, totals)`` batches as :class:`crashext.triage.scan.
+    LocalScan`, in plan order; ``slab`` is set after the last batch.
+
+    ``open_mem`` opens the dump in a worker (called after the fork, in
+    each worker).  Raises :class:`CrashextError` (one line) when no
+    worker could open or plan the dump."""
+
+    def __init__(self, open_mem: Callable[[], Memory], jobs: int,
+                 form: Form, progress: Optional[ProgressFn] = None,
+                 slab: bool = False, **opts: Any) -> None:
+        self.open_mem, self.jobs, self.form = open_mem, max(1, jobs), form
+        self.progress, self.want_slab, self.opts = progress, slab, opts
+        self.slab: Optional[Dict[str, Any]] = None
+        self.lost: List[int] = []
+
+    def __iter__(self) -> Iterator[Tuple[List[Any], Totals]]:
+        # fork: the workers get open_mem and the form without pickling;
+        # the parent has not opened the dump (drgn's threads are the
+        # workers' own).
+        ctx = mp.get_context("fork")
+        counter = ctx.Value("q", 0)
+        procs, conns = [], {}
+        for wid in range(self.jobs):
+            r, w = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_worker, name="crashext-scan-%d" % wid,
+                            args=(wid, self.open_mem, self.form, self.opts,
+                                  self.want_slab, counter, w), daemon=True)
+            p.start()
+            w.close()
+            procs.append(p)
+            conns[r] = p
+        try:
+            yield from self._merge(procs, conns)
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+                p.join(5)
+
+    def _merge(self, procs: List[Any], conns: Dict[Any, Any]
+               ) -> Iterator[Tuple[List[Any], Totals]]:
+        plan: Optional[Tuple[Any, int, list]] = None
+        fails: List[str] = []
+        pending: Dict[int, Tuple[List[Any], Totals]] = {}
+        nxt = done = trees = 0
+        progress = self.progress
+        open_conns = dict(conns)
+        while open_conns:
+            for r in wait(list(open_conns)):
+                try:
+                    msg = r.recv()
+                except (EOFError, OSError):
+                    p = open_conns.pop(r)
+                    p.join()
+                    continue
+                what = msg[0]
+                if what == "fail":
+                    fails.append(msg[2])
+                elif what == "plan":
+                    fp, entries, units = msg[2], msg[3], msg[4]
+                    if plan is None:
+                        plan = (fp, entries, units)
+                        if progress:
+                            progress({"inodes": 0, "total": entries,
+                                      "trees": 0, "done": False})
+                    elif fp != plan[0]:
+                        raise CrashextError(
+                            "scan -j: the worker processes planned "
+                            "different scans of the same dump (%r, %r); "
+                            "use -j 1" % (plan[0], fp))
+                elif what == "slab":
+                    self.slab = msg[2]
+                elif what == "unit":
+                    pending[msg[2]] = (msg[3], msg[4])
+            if plan is None:
+                continue
+            units = plan[2]
+            while nxt in pending:
+                batch = pending.pop(nxt)
+                done += units[nxt][0]
+                trees += batch[1].rows
+                nxt += 1
+                if progress:
+                    progress({"inodes": done, "total": plan[1],
+                              "trees": trees, "done": False})
+                yield batch
+        if plan is None:
+            raise CrashextError(fails[0] if fails else
+                                "scan -j: every worker process died "
+                                "(exit codes %s)" % ", ".join(
+                                    str(p.exitcode) for p in procs))
+        units = plan[2]
+        # Units nobody delivered: a worker died on them.
+        codes = ", ".join(sorted({str(p.exitcode) for p in procs
+                                  if p.exitcode}))
+        while nxt < len(units):
+            if nxt in pending:
+                batch = pending.pop(nxt)
+            else:
+                self.lost.append(nxt)
+                batch = _lost_unit(units[nxt][1], codes, self.form)
+            done += units[nxt][0]
+            nxt += 1
+            yield batch
+        if self.want_slab and self.slab is None:
+            self.slab = {"error": "the slab walk's worker process died "
+                         "(exit code %s)" % (codes or "?")}
+        if progress:
+            progress({"inodes": done, "total": plan[1], "trees": trees,
+                      "done": True})
+
+
+def _lost_unit(where: str, codes: str, form: Form
+               ) -> Tuple[List[Any], Totals]:
+    row = ScanRow("error", "error", where=where,
+                  error="not scanned: its worker process died (exit code "
+                  "%s)" % (codes or "?"))
+    t = Totals()
+    t.add(row)
+    return [form.piece(row)] if form.wants(row) else [], t
+
+
+def default_jobs() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
