@@ -273,13 +273,18 @@ def scan(mem: Optional[Memory], rep: Reporter, fmt: str = "table",
     if source is None:
         source = S.LocalScan(mem, form, progress=progress, slab=slab,
                              fs_types=fs_types or None)
-    out = O.writer(fmt, rep.write, include_clean,
-                   O.DEFAULT_TOP if top is None else top)
+    out = None
     totals = O.Totals()
     for pieces, t in source:
+        if out is None:     # nothing printed when the source fails first
+            out = O.writer(fmt, rep.write, include_clean,
+                           O.DEFAULT_TOP if top is None else top)
         totals.merge(t)
         for p in pieces:
             out.put(p)
+    if out is None:
+        out = O.writer(fmt, rep.write, include_clean,
+                       O.DEFAULT_TOP if top is None else top)
     slab_result = getattr(source, "slab", None)
     out.finish(totals, slab_result)
     findings = bool(totals.by_verdict.get("corrupt")

@@ -182,8 +182,8 @@ class SortedSpool:
     marshal-able (int, str, tuples of them).  Without a writable
     temporary directory the runs stay in memory."""
 
-    def __init__(self, run: int = SPOOL_RUN) -> None:
-        self.run = max(1, run)
+    def __init__(self, run: Optional[int] = None) -> None:
+        self.run = max(1, SPOOL_RUN if run is None else run)
         self.count = 0
         self._mem: List[Tuple[Any, int, Any]] = []
         self._runs: List[Any] = []          # files, or lists in memory
