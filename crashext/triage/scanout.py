@@ -244,9 +244,10 @@ class Form:
     made (in a ``-j N`` worker, or in the one process):
 
     * ``table``: ``(rank key, summary line)``;
-    * ``json``: the row's JSON text as it sits in the document's
-      ``rows`` list (indented, keys sorted);
-    * ``jsonl``: the row's JSON text on one line.
+    * ``json`` and ``jsonl``: the row's JSON text on one line, keys
+      sorted (the document has one row a line too: a 200,000-tree
+      document stays greppable, and compact text is 3 times faster to
+      make than indented).
 
     ``wants(row)``: clean rows only with ``include_clean``."""
 
@@ -262,10 +263,7 @@ class Form:
     def piece(self, row: Any) -> Any:
         if self.fmt == "table":
             return (row.rank_key(), row.summary())
-        if self.fmt == "jsonl":
-            return dumps(row.to_dict(), sort_keys=True)
-        return _indent(dumps(row.to_dict(), indent=2, sort_keys=True),
-                       "    ")
+        return dumps(row.to_dict(), sort_keys=True)
 
 
 def _indent(text: str, pad: str) -> str:
@@ -329,9 +327,10 @@ class JsonLinesWriter(_Writer):
 
 class JsonDocWriter(_Writer):
     """One JSON document, written as the rows come: ``format``, then
-    ``rows`` (scan order), then the totals (``by_verdict``, ``by_fs``,
-    ``codes``, ``pages``, ``trees``, ``verdict``; ``slab`` after
-    ``--slab``).  Nothing of a row is kept once written."""
+    ``rows`` (scan order, one a line), then the totals (``by_verdict``,
+    ``by_fs``, ``codes``, ``pages``, ``trees``, ``verdict``; ``slab``
+    after ``--slab``), indented.  Nothing of a row is kept once
+    written."""
 
     def __init__(self, write: Callable[[str], None]) -> None:
         super().__init__(write)
