@@ -71,9 +71,10 @@ CODES: Dict[str, Tuple[str, str]] = {
     "HEAD_UNREADABLE": (ERROR, "xarray header could not be read"),
     # slab walk (crashext.triage.slab)
     "SLAB_NODE_ORPHAN": (WARNING, "allocated xa_node not reachable from the xarray it names"),
-    "SLAB_NODE_FREE_LINKED": (ERROR, "node entry points at an xa_node on the slab freelist"),
+    "SLAB_NODE_FREE_LINKED": (ERROR, "node entry points at a free xa_node (slab freelist or sheaf)"),
     "SLAB_LINK_NOT_NODE": (ERROR, "node entry points at no radix_tree_node object"),
     "SLAB_FREELIST": (WARNING, "slab freelist undecodable: allocation state unknown"),
+    "SLAB_SHEAF": (WARNING, "sheaf holds no free object of the cache (or one also on a freelist)"),
 }
 
 

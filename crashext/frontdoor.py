@@ -23,6 +23,7 @@ analyse (the reason is one ``xa: error: ...`` line, never a traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable, List, Optional, Sequence, TextIO, Tuple
 
@@ -38,7 +39,7 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_FAILED = 0, 1, 2
 #: same page and drgn's ``help xa`` shows it too.
 SHORT = "find page-cache (large folio XArray) corruption"
 SYNOPSIS = ("[check|chat|dump|capture|scan|help] [-f table|chat|json] "
-            "[-o FILE] TARGET...")
+            "[-o FILE] [TARGET...]")
 HELP = """\
   Walks the page-cache XArray (i_pages) of each TARGET, checks it against
   the kernel's invariants (multi-index sibling entries, duplicate folios,
@@ -64,14 +65,17 @@ HELP = """\
 
     -f table|chat|json   output form (check, dump; scan: table, json or
                          jsonl, one line per tree as it is scanned)
-    -o FILE              snapshot file to write (capture; --note TEXT adds
-                         a remark to it)
+    -o FILE              write the result to FILE (check, chat, dump,
+                         scan); capture: the snapshot file to write
+                         (--note TEXT adds a remark to it)
     --flat               dump: one line per entry
     --grouped            chat: write addresses as ffff8880_0a3c4000
     --png FILE           check, chat: also draw the broken node(s) (needs
                          Pillow)
     --all                scan: list clean trees too
     --top N              scan: the N worst trees (default 50; 0: all)
+    --slab               scan: also walk every xa_node of the
+                         radix_tree_node slab (nodes no tree reaches)
 
   Status (drgn: the command's return value): 0 clean, 1 findings, 2 could
   not analyse.  Errors are one "xa: error: ..." line.
@@ -377,6 +381,10 @@ def build_parser(command: str, out: Callable[[str], None] = None
                        help="snapshot file to write")
         p.add_argument("--note", default="", help="free text stored in "
                        "the file")
+    if command in ("check", "chat", "dump", "scan"):
+        p.add_argument("-o", "--output", metavar="FILE",
+                       help="write the result to FILE instead of the "
+                       "screen")
     if command == "scan":
         p.add_argument("--all", dest="include_clean", action="store_true",
                        help="list clean trees too (every tree, worst "
@@ -384,6 +392,9 @@ def build_parser(command: str, out: Callable[[str], None] = None
         p.add_argument("--top", type=int, default=None, metavar="N",
                        help="table: the N worst trees (default 50; 0: "
                        "every tree with findings)")
+        p.add_argument("--slab", action="store_true",
+                       help="also walk every xa_node of the "
+                       "radix_tree_node slab")
         p.add_argument("--fs", dest="fs_types", action="append",
                        metavar="TYPE", help="only this filesystem type "
                        "(repeatable; 'swap' is the swap cache)")
@@ -435,6 +446,39 @@ def _looks_hex(s: str) -> bool:
 # xa
 
 
+def _run_command(mem: Memory, command: str, ns: argparse.Namespace,
+                 rep: Reporter) -> int:
+    """check, chat, dump or scan, printed through ``rep``."""
+    if command == "scan":
+        return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types,
+                    slab=ns.slab)
+    specs = target_specs(mem, ns.targets)
+    fmt = "chat" if command == "chat" else ns.fmt
+    opts = render_opts(command, fmt, getattr(ns, "flat", False),
+                       getattr(ns, "grouped", False))
+    return analyze_targets(mem, command, specs, fmt, rep,
+                           getattr(ns, "png", None), **opts)
+
+
+def _to_file(mem: Memory, command: str, ns: argparse.Namespace,
+             rep: Reporter) -> int:
+    """``-o FILE``: the result into FILE (written whole, then renamed into
+    place), errors and a one-line note on the screen."""
+    path = ns.output
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            status = _run_command(mem, command, ns,
+                                  Reporter(f, rep._stream(rep.err, "stdout"),
+                                           PROG))
+        size = os.path.getsize(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CrashextError("cannot write %s: %s" % (path, e.strerror or e))
+    rep.info("wrote %s (%d bytes)" % (path, size))
+    return status
+
+
 def run_xa(mem: Memory, argv: Sequence[str], out: Optional[TextIO] = None,
            err: Optional[TextIO] = None) -> int:
     """Run ``xa ARGV`` on ``mem``; print to ``out`` (errors and notes to
@@ -449,12 +493,12 @@ def run_xa(mem: Memory, argv: Sequence[str], out: Optional[TextIO] = None,
         if command == "help":
             write(help_page())
             return EXIT_CLEAN
-        if command == "scan":
-            return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types,
-                        top=ns.top)
-        specs = target_specs(mem, ns.targets)
         if command == "capture":
-            return capture(mem, specs, ns.output, ns.note, rep)
+            return capture(mem, target_specs(mem, ns.targets), ns.output,
+                           ns.note, rep)
+        if ns.output:
+            return _to_file(mem, command, ns, rep)
+        return _run_command(mem, command, ns, rep)
         fmt = "chat" if command == "chat" else ns.fmt
         opts = render_opts(command, fmt, getattr(ns, "flat", False),
                            getattr(ns, "grouped", False))

@@ -2,10 +2,11 @@
 
 Covers ``struct xa_node``, ``struct xarray``, ``struct address_space``,
 ``struct inode`` and ``struct folio``/``struct page`` (flags, mapping,
-index, refcount, compound_head and the folio order, whose home moved
-across kernel versions).  Nothing here is hard-coded: every number comes
-from :class:`crashext.memory.Memory` queries, so the same code reads 6.1
-and 6.12 dumps (and any kernel with an XArray page cache, >= 4.20).
+index, refcount, compound_head (7.x: compound_info) and the folio order,
+whose home moved across kernel versions).  Nothing here is hard-coded:
+every number comes from :class:`crashext.memory.Memory` queries, so the
+same code reads 6.1, 6.12 and 7.3 dumps (and any kernel with an XArray
+page cache, >= 4.20).
 
 >>> lay = Layout.discover(mem)         # doctest: +SKIP
 >>> lay.chunk_shift, lay.node_size     # doctest: +SKIP
@@ -79,7 +80,7 @@ class Layout:
     f_mapping: int
     f_index: int
     f_refcount: int
-    f_compound_head: Optional[int]
+    f_compound_head: Optional[int]   # compound_head, 7.x compound_info
     order_kind: str
     f_order: int             # byte offset of the order byte from the folio
     pg_head: int
@@ -88,11 +89,29 @@ class Layout:
     pg_locked: Optional[int] = None
     pg_uptodate: Optional[int] = None
     release: Optional[str] = None
+    #: A tail page's compound_info holds a mask, not the head's address.
+    compound_mask: bool = False
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def chunk_size(self) -> int:
         return 1 << self.chunk_shift
+
+    def head_of(self, page: int, info: int) -> int:
+        """The head page of ``page`` whose ``compound_head`` (7.x:
+        ``compound_info``) is ``info``: ``page`` itself unless bit 0
+        (``PageTail()``) is set.  7.3.4 include/linux/page-flags.h
+        ``_compound_head()``: with ``compound_info_has_mask()`` the rest
+        of ``info`` is a mask (``page & info``), else ``info - 1``.
+
+        >>> lay.head_of(0xffffea00003c8040, 0xffffffffffff8001)  # doctest: +SKIP
+        18446719884457705472
+        """
+        if not info & 1:
+            return page
+        if self.compound_mask:
+            return page & info & ~1
+        return info - 1
 
     @classmethod
     def discover(cls, mem: Memory) -> "Layout":
@@ -149,13 +168,24 @@ class Layout:
                     raise LayoutError("cannot find the folio order field")
                 order_kind, f_order = ORDER_COMPOUND, page_size + off
         read_size = max(f_order + 1, page_size)
-        if mem.member_offset("struct page", "compound_head") is not None:
-            read_size = max(read_size, mem.member_offset(
-                "struct page", "compound_head") + 8)
+        # struct page.compound_head was renamed compound_info in 7.x;
+        # bit 0 still means PageTail().  The rest of a tail's value is a
+        # mask (head = page & mask) when compound_info_has_mask(): HVO
+        # (CONFIG_HUGETLB_PAGE_OPTIMIZE_VMEMMAP, whose
+        # mm/hugetlb_vmemmap.c defines vmemmap_optimize_enabled) and a
+        # power-of-2 sizeof(struct page) (7.3.4 page-flags.h).
+        ch_name, ch = _first(mem, "struct page", "compound_head",
+                             "compound_info")
+        compound_mask = False
+        if ch is not None:
+            read_size = max(read_size, ch + 8)
+            compound_mask = (ch_name == "compound_info"
+                             and page_size & (page_size - 1) == 0
+                             and mem.symbol("vmemmap_optimize_enabled")
+                             is not None)
         pg_head = mem.enum_value("PG_head")
         if pg_head is None:
             raise LayoutError("enum pageflags has no PG_head")
-        ch = mem.member_offset("struct page", "compound_head")
         return cls(
             node_size=node_size,
             node_shift=_need(mem, N, "shift"),
@@ -194,6 +224,7 @@ class Layout:
             pg_locked=mem.enum_value("PG_locked"),
             pg_uptodate=mem.enum_value("PG_uptodate"),
             release=mem.release(),
+            compound_mask=compound_mask,
         ).validate()
 
     def validate(self) -> "Layout":

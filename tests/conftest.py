@@ -1,6 +1,11 @@
 """Shared fixtures: lab vmcores (../shared/lab, found through their
-manifest.json; tests that need one skip when it is absent) opened once per
-session with the drgn backend."""
+manifest.json by tests/lab/labdumps.py; tests that need one skip when it is
+absent) opened once per session with the drgn backend.
+
+The lab families are ``labdumps.FAMILIES`` (6.1, 6.12, 7.3).  Under CI
+(``$CI`` set, see ``labdumps.ci``) no test may skip: a skip (a missing lab
+run, planted dump, tool or module) is reported as a failure, so CI cannot
+pass with its lab missing."""
 
 from __future__ import annotations
 
@@ -12,12 +17,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from tests.lab import labdumps  # noqa: E402
+from tests.lab.labdumps import FAMILIES, ci  # noqa: E402
+
 SAMPLES = os.path.join(ROOT, "sample_dumps")
 
 
 def lab_dir() -> str:
-    return (os.environ.get("CRASHEXT_LAB") or os.environ.get("LAB")
-            or "/var/cache/crashext-lab")
+    return str(labdumps.lab_dir())
 
 
 def lab_manifest(family: str):
@@ -52,7 +59,7 @@ def open_lab(family: str, name: str = "elf"):
     return m, _open[key]
 
 
-@pytest.fixture(params=["6.1", "6.12"])
+@pytest.fixture(params=FAMILIES)
 def lab(request):
     """(manifest, DrgnMemory) of the ELF dump of each lab kernel."""
     return open_lab(request.param)
@@ -85,3 +92,34 @@ def standin_crash(vmlinux: str = None, vmcore: str = None):
             if STANDIN in sys.path:
                 sys.path.remove(STANDIN)
     return cm()
+
+
+# CI: a skip is a failure ------------------------------------------------
+def _ci_fail(rep, what: str) -> None:
+    reason = rep.longrepr
+    if isinstance(reason, tuple) and len(reason) == 3:
+        reason = reason[2]
+    rep.outcome = "failed"
+    rep.longrepr = ("CI is set: %s may not skip (%s)" % (what, reason))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if ci() and rep.skipped and not hasattr(rep, "wasxfail"):
+        _ci_fail(rep, item.nodeid)
+
+
+def pytest_configure(config):
+    if ci():
+        # A module that skips at import fails (below); run the rest anyway.
+        config.option.continue_on_collection_errors = True
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    rep = outcome.get_result()
+    if ci() and rep.skipped:
+        _ci_fail(rep, collector.nodeid)

@@ -501,21 +501,18 @@ def lab_base(family: str = "6.1", path: str = "/mnt/xfs/dirty32"
     key = "lab-%s:%s" % (family, path)
     if key in _bases:
         return _bases[key]
-    lab = (os.environ.get("CRASHEXT_LAB") or os.environ.get("LAB")
-           or "/var/cache/crashext-lab")
-    mf = os.path.join(lab, family, "manifest.json")
-    if not os.path.exists(mf):
+    from tests.lab import labdumps
+    run = labdumps.elf_run(family)
+    if run is None:
         return None
+    _m, core, vmlinux = run
     try:
         import tempfile
         from crashext.analyze import analyze
         from crashext.backends.drgn import DrgnMemory
         from crashext.backends.snapshot import (RecordingMemory,
                                                 SnapshotMemory, save)
-        with open(mf) as f:
-            m = json.load(f)
-        core = [d["path"] for d in m["dumps"] if d["name"] == "elf"][0]
-        rec = RecordingMemory(DrgnMemory.open(core, m["vmlinux"]))
+        rec = RecordingMemory(DrgnMemory.open(core, vmlinux))
         analyze(rec, path)
         rec.targets.append(path)
         with tempfile.TemporaryDirectory() as d:

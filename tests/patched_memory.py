@@ -19,7 +19,6 @@ absent, so tests can ``pytest.skip`` on it.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Dict, Iterable, NamedTuple, Optional, Tuple
@@ -27,9 +26,9 @@ from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crashext.memory import Memory, MemoryView, UnreadableMemory  # noqa: E402
+from tests.lab import labdumps  # noqa: E402
 
-LAB = os.environ.get("CRASHEXT_LAB") or os.environ.get("LAB") \
-    or "/var/cache/crashext-lab"
+LAB = str(labdumps.lab_dir())
 SEED_PATH = "/mnt/xfs/big64"
 
 
@@ -98,14 +97,9 @@ _opened: Dict[str, Tuple[Memory, dict]] = {}
 
 
 def lab_manifest(family: str = "6.1") -> Optional[dict]:
-    p = os.path.join(LAB, family, "manifest.json")
-    if not os.path.isfile(p):
-        return None
-    try:
-        with open(p) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    """The manifest of ``family``'s lab run (tests/lab/labdumps.py: the
+    family link, its big-file or KASLR run), or None."""
+    return labdumps.load_manifest(family)
 
 
 def lab_memory(family: str = "6.1") -> Optional[Tuple[Memory, dict]]:
@@ -113,17 +107,10 @@ def lab_memory(family: str = "6.1") -> Optional[Tuple[Memory, dict]]:
     (opened once per process), or None when absent or drgn is missing."""
     if family in _opened:
         return _opened[family]
-    m = lab_manifest(family)
-    if m is None:
+    run = labdumps.elf_run(family)
+    if run is None:
         return None
-    core = os.path.join(LAB, family, "vmcore.elf")
-    vmlinux = m.get("vmlinux")
-    if not os.path.isfile(core) or not vmlinux or not os.path.isfile(vmlinux):
-        alt = os.path.join(LAB, family, "vmlinux")
-        if os.path.isfile(core) and os.path.isfile(alt):
-            vmlinux = alt
-        else:
-            return None
+    m, core, vmlinux = run
     try:
         from crashext.backends.drgn import DrgnMemory
     except ImportError:

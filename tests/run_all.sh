@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Install crashext with its test dependencies, make real lab vmcores
-# (Debian 6.1 and 6.12 kernels under QEMU, ../shared/lab: one boot each)
-# and run every test.
+# (Debian 6.1, 6.12 and 7.3 kernels under QEMU, ../shared/lab: one --quick
+# boot each) and run every test.
 # Usage: bash tests/run_all.sh [pytest args]
 #   CRASHEXT_NO_LAB=1     skip making lab dumps (lab tests then skip)
-#   LAB_KERNELS="6.1"     which kernel families to boot (default "6.1 6.12")
+#   LAB_KERNELS="6.1"     which kernel families to boot (default
+#                         "6.1 6.12 7.3"); the lab tests run on the same
+#                         families (CRASHEXT_LAB_FAMILIES, tests/lab/labdumps.py)
+#   LAB_KASLR=1           boot them with --kaslr (tests then use the KASLR runs)
+#   CI=true               a failed lab run fails this script, and every
+#                         test that would skip fails (tests/conftest.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+KERNELS=${LAB_KERNELS:-6.1 6.12 7.3}
+export CRASHEXT_LAB_FAMILIES=${CRASHEXT_LAB_FAMILIES:-$KERNELS}
+ci=0
+case "${CI:-}" in ""|0|false|no) ;; *) ci=1 ;; esac
 echo "== install"
-$PY -m pip install -q --disable-pip-version-check -e '.[test]'
+# dask[distributed]: the triage --engine dask test runs too.
+$PY -m pip install -q --disable-pip-version-check -e '.[test,dask]'
 if [ "$(id -u)" = 0 ] && ! command -v crash > /dev/null; then
 	# crash 8.0.2 is the oracle for order-0 trees and rd
 	(apt-get install -y -q crash > /dev/null 2>&1 ||
@@ -17,19 +27,36 @@ if [ "$(id -u)" = 0 ] && ! command -v crash > /dev/null; then
 		echo "could not install crash; crash oracle tests will skip"
 fi
 LAB_SCRIPT=../shared/lab/mkdump.sh
-if [ "${CRASHEXT_NO_LAB:-0}" != 1 ] && [ -x "$LAB_SCRIPT" ]; then
-	for k in ${LAB_KERNELS:-6.1 6.12}; do
+failed=""
+if [ "${CRASHEXT_NO_LAB:-0}" != 1 ]; then
+	if [ ! -x "$LAB_SCRIPT" ]; then
+		echo "no lab script at $LAB_SCRIPT: lab tests will skip" >&2
+		failed="(no lab script)"
+	fi
+	[ -n "${LAB_KASLR:-}" ] && [ "$LAB_KASLR" != 0 ] && export CRASHEXT_LAB_KASLR=1
+	for k in $KERNELS; do
+		[ -x "$LAB_SCRIPT" ] || break
 		args=(--quick --kernel "$k")
 		# 6.1 also gets a file of order-0 folios, where crash is right.
 		[ "$k" = 6.1 ] && args+=(--bigfile 256M --bigfile-ra 0)
+		[ "${CRASHEXT_LAB_KASLR:-0}" = 1 ] && args+=(--kaslr)
 		echo "== lab vmcore $k (one boot): mkdump.sh ${args[*]}"
+		start=$(date +%s)
 		if ! "$LAB_SCRIPT" "${args[@]}" > "lab-$k.log" 2>&1; then
 			tail -20 "lab-$k.log"
 			echo "lab run $k failed (see lab-$k.log); its tests will skip" >&2
+			failed="$failed $k"
 		else
 			tail -1 "lab-$k.log"
+			echo "   ($(( $(date +%s) - start )) s)"
 		fi
 	done
 fi
-echo "== tests"
-exec $PY -m pytest -q "$@"
+echo "== tests (lab families: $CRASHEXT_LAB_FAMILIES)"
+rc=0
+$PY -m pytest -q "$@" || rc=$?
+if [ -n "$failed" ] && [ $ci = 1 ]; then
+	echo "CI: lab run(s) failed:$failed" >&2
+	[ $rc = 0 ] && rc=1
+fi
+exit $rc

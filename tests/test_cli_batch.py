@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from crashext.cli import main
 
-from conftest import lab_dump
+from conftest import FAMILIES, lab_dump
 
 
 def _run(args):
@@ -20,7 +20,7 @@ def _run(args):
     return r
 
 
-@pytest.mark.parametrize("family", ["6.1", "6.12"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_scan_clean_dump(family):
     m, path = lab_dump(family)
     r = _run(["scan", "-c", path, "-k", m["vmlinux"], "-f", "json"])
@@ -30,11 +30,27 @@ def test_scan_clean_dump(family):
     assert set(doc["by_verdict"]) == {"clean"}
 
 
-def test_scan_and_folio_on_planted_dump():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scan_slab_clean_dump(family):
+    """scan --slab on a clean dump: exit 0, clean, 0 orphans, every line
+    fit for chat - on per-CPU slabs (6.1, 6.12) and sheaves (7.3)."""
     pytest.importorskip("drgn")
-    m, _ = lab_dump("6.1")
-    from tests.lab import plant, scenarios
-    path, _tp, truth = plant.make_planted("6.1", list(scenarios.CASES))
+    m, path = lab_dump(family)
+    r = _run(["scan", "-c", path, "-k", m["vmlinux"], "--slab"])
+    assert r.exit_code == 0, r.output
+    slab = r.output.split("slab radix_tree_node: ")[1]
+    assert slab.startswith("clean\n"), slab
+    assert " orphans 0," in " ".join(slab.split()), slab
+    assert max(len(x) for x in r.output.splitlines()) <= 60
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_scan_and_folio_on_planted_dump(family):
+    pytest.importorskip("drgn")
+    m, _ = lab_dump(family)
+    from tests.lab import plant
+    truth = plant.ensure_planted(family)
+    path = truth["planted"]
     r = _run(["scan", "-c", path, "-k", m["vmlinux"], "--slab"])
     assert r.exit_code == 1, r.output
     inos = {f["path"]: f["i_ino"] for f in m["files"]}

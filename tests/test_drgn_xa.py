@@ -11,7 +11,6 @@ Skipped when the lab dumps (or drgn's command API) are absent.
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -21,8 +20,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAB = Path(os.environ.get("CRASHEXT_LAB", "/var/cache/crashext-lab"))
-PLANTED = Path(os.environ.get("CRASHEXT_PLANTED_DIR", LAB / "planted"))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tests.lab import labdumps  # noqa: E402
 
 drgn = pytest.importorskip("drgn")
 commands = pytest.importorskip("drgn.commands")
@@ -33,30 +33,28 @@ from crashext.cli import main as cli_main  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
-FAMILIES = ["6.1", "6.12"]
+FAMILIES = list(labdumps.FAMILIES)
 _progs = {}
 
 
 def _source(key):
     """(vmlinux, vmcore, files [{path, inode}], expected status)."""
     if key.startswith("planted-"):
-        tp = PLANTED / ("%s.truth.json" % key[len("planted-"):])
-        if not tp.is_file():
-            pytest.skip("no planted dump %s" % key)
-        t = json.loads(tp.read_text())
+        from tests.lab import plant
+        t = plant.ensure_planted(key[len("planted-"):-len("-all")])
+        if t is None:
+            pytest.skip("no lab run to plant %s into" % key)
         files = []
         for c in t["cases"]:
             if c.get("inode") and c["inode"] not in [f["inode"] for f in files]:
                 files.append({"path": c["file"], "inode": c["inode"]})
         return t["vmlinux"], t["planted"], files, 1
-    mf = LAB / key / "manifest.json"
-    if not mf.is_file():
-        pytest.skip("no lab run for %s in %s" % (key, LAB))
-    m = json.loads(mf.read_text())
-    elf = [d["path"] for d in m["dumps"] if d["name"] == "elf"]
-    if not elf or not os.path.isfile(elf[0]):
-        pytest.skip("lab %s has no ELF dump" % key)
-    return m["vmlinux"], elf[0], m["files"], 0
+    run = labdumps.elf_run(key)
+    if run is None:
+        pytest.skip("no lab run (ELF dump + vmlinux) for %s in %s"
+                    % (key, labdumps.lab_dir()))
+    m, elf, vmlinux = run
+    return vmlinux, elf, m["files"], 0
 
 
 def program(key):
@@ -99,7 +97,7 @@ def cli(vmlinux, vmcore, *args):
     return r.stdout, r.stderr, r.exit_code
 
 
-@pytest.fixture(params=FAMILIES + ["planted-6.1-all", "planted-6.12-all"])
+@pytest.fixture(params=FAMILIES + ["planted-%s-all" % f for f in FAMILIES])
 def dump(request):
     return program(request.param)
 
@@ -249,7 +247,8 @@ def test_drgn_crash_end_to_end():
     """The real drgn-crash program on the 6.12 lab dump (crash 8.0.2
     cannot open it): stdin commands, as typed at '%crash>'."""
     import shutil
-    exe = shutil.which("drgn-crash")
+    exe = shutil.which("drgn-crash") or shutil.which(
+        "drgn-crash", path=os.path.dirname(sys.executable))
     if exe is None:
         pytest.skip("drgn-crash not installed")
     vmlinux, vmcore, files, status = _source("6.12")

@@ -12,7 +12,7 @@ from crashext.backends.snapshot import RecordingMemory, SnapshotMemory, save
 from crashext.layout import ORDER_FLAGS_1, ORDER_FOLIO_ORDER
 from crashext.xarray import entry as E
 
-from conftest import open_lab
+from conftest import FAMILIES, lab_manifest, open_lab
 
 
 def test_layout_per_kernel(lab):
@@ -77,15 +77,22 @@ def test_every_target_kind_resolves(lab):
         assert analyze(mem, "0x%x" % first.raw).target.kind == "folio"
 
 
-@pytest.mark.parametrize("family,name", [("6.1", "makedumpfile-d31"),
-                                         ("6.12", "makedumpfile-d17")])
-def test_makedumpfile_dump_equals_elf(family, name):
-    m, kd = open_lab(family, name)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_makedumpfile_dump_equals_elf(family):
+    """Every makedumpfile dump of the run (-d 31 on 6.1, -d 17 on newer
+    --quick runs, all of them on full runs) analyses as its ELF dump."""
+    from tests.lab.labdumps import makedumpfile_dumps
+    m0 = lab_manifest(family)
+    names = makedumpfile_dumps(m0) if m0 else ["makedumpfile-d31"]
+    if m0 is not None:
+        assert names, "lab run %s has no makedumpfile dump" % m0["_run_dir"]
     _, elf = open_lab(family, "elf")
-    for f in m["files"]:
-        a, b = analyze(kd, f["path"]), analyze(elf, f["path"])
-        assert a.findings == b.findings == []
-        assert a.stats == b.stats
+    for name in names:
+        m, kd = open_lab(family, name)
+        for f in m["files"]:
+            a, b = analyze(kd, f["path"]), analyze(elf, f["path"])
+            assert a.findings == b.findings == [], (name, f["path"])
+            assert a.stats == b.stats, (name, f["path"])
 
 
 def test_snapshot_replays_identically(lab, tmp_path):
@@ -124,3 +131,35 @@ def test_folio_mapping_is_explained(lab, mapping, code, words):
     ex = [x for x in a.explanations if x.code == code]
     assert len(ex) == 1 and words in " ".join(ex[0].lines)
     assert ex[0].findings == [a.findings.index(fm[0])]
+
+
+def test_tail_page_entry_names_its_head(lab):
+    """A slot pointing at a tail page (page 1 of a large folio) is
+    FOLIO_TAIL and names the head page.  Up to 6.x ``compound_head`` is
+    head + 1; 7.x renamed it ``compound_info`` and, with HVO and a 64-byte
+    struct page, stores a mask (head = page & info, 7.3.4 page-flags.h
+    ``_compound_head()``): the layout must tell which from the debug info,
+    and the dump's own bytes confirm it."""
+    from drgn import Object
+    from drgn.helpers.linux.mm import compound_head
+    from patched_memory import PatchedMemory
+    m, mem = lab
+    f = [x for x in m["files"] if x["first_folios"][0]["order"] > 0][0]
+    clean = analyze(mem, f["path"])
+    lay = clean.layout
+    e = next(x for x in clean.walk.entries
+             if x.node and x.kind == E.POINTER and x.nr_slots > 1)
+    tail = e.raw + lay.page_size
+    info = mem.read_u64(tail + lay.f_compound_head)
+    assert info & 1
+    assert lay.head_of(tail, info) == e.raw
+    assert (info - 1 != e.raw) == lay.compound_mask
+    assert lay.compound_mask == m["release"].startswith("7.")
+    # drgn's compound_head() agrees.
+    assert compound_head(Object(mem.prog, "struct page *", tail)).value_() \
+        == e.raw
+    pm = PatchedMemory(mem).patch_slot(e.node, e.slot, tail, lay)
+    a = analyze(pm, f["path"])
+    tails = [x for x in a.findings if x.code == "FOLIO_TAIL"]
+    assert len(tails) == 1 and tails[0].found == e.raw, a.findings[:3]
+    assert tails[0].indices == (e.index,)

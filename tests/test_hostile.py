@@ -27,7 +27,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SAMPLES, lab_dir, lab_manifest, open_lab
+from conftest import FAMILIES, ROOT, SAMPLES, lab_dir, lab_manifest, open_lab
 
 from crashext.memory import CrashextError, Memory, MemoryView, UnreadableMemory
 
@@ -162,7 +162,7 @@ def check_unreadable_accounting(cut, ref) -> None:
 
 # Truncated dumps ------------------------------------------------------------
 @pytest.mark.lab
-@pytest.mark.parametrize("family", ["6.1", "6.12"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_truncated_elf_accounts_for_every_structure(family):
     """The first 300 MB of the ELF dump (or up to just past the lowest
     test inode, where KASLR put every inode higher): every file either
@@ -280,7 +280,7 @@ def elf_offsets(mem, core: str, addrs):
 
 
 @pytest.mark.lab
-@pytest.mark.parametrize("family", ["6.1", "6.12"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_truncated_elf_cli_names_unreadable_node(family):
     """An ELF dump cut just past some file's inode, where part of its
     tree lies beyond: NODE_UNREADABLE names each lost node (exit 1, the
@@ -385,7 +385,7 @@ def test_vmlinux_of_another_release(dump_family, vmlinux_family):
 @pytest.mark.lab
 def test_vmlinux_release_from_the_file():
     from crashext.backends.drgn import vmlinux_release
-    for fam in ("6.1", "6.12"):
+    for fam in FAMILIES:
         assert vmlinux_release(_vmlinux(fam)) == lab_manifest(fam)["release"]
     assert vmlinux_release(os.path.join(SAMPLES, "README.md")) is None
     assert vmlinux_release("/nonexistent") is None

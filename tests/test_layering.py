@@ -13,7 +13,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "crashext")
 
 FLOORS = {
-    0: ("", "__version__", "memory", "findings", "fmt", "record",
+    0: ("", "__version__", "memory", "findings", "fmt", "jsontext", "record",
         "backends"),
     1: ("layout", "xarray", "folio", "targets", "vfs", "explain"),
     2: ("analyze", "checks", "render"),

@@ -6,15 +6,12 @@ the truth allows may be reported for a planted file."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
 from crashext.analyze import analyze
 
-from conftest import lab_manifest
-
-FAMILIES = ["6.1", "6.12"]
+from conftest import FAMILIES, lab_manifest
 _cache = {}
 
 
@@ -25,11 +22,9 @@ def planted(family):
     if family not in _cache:
         from tests.lab import plant
         from crashext.backends.drgn import DrgnMemory
-        from tests.lab import scenarios
-        d = os.environ.get("CRASHEXT_PLANTED_DIR")
-        out = os.path.join(d, "%s-all.elf" % family) if d else None
-        path, _tp, truth = plant.make_planted(family, list(scenarios.CASES), out)
-        _cache[family] = (truth, DrgnMemory.open(path, truth["vmlinux"]))
+        truth = plant.ensure_planted(family)
+        _cache[family] = (truth, DrgnMemory.open(truth["planted"],
+                                                 truth["vmlinux"]))
     return _cache[family]
 
 

@@ -1,5 +1,6 @@
 """PykdumpMemory (crashext/backends/pykdump.py) against the PyKdump
-stand-in (tests/pykdump_standin, drgn on the 6.1 lab ELF dump), and the
+stand-in (tests/pykdump_standin, drgn on the lab ELF dump of each family
+of tests/lab/labdumps.FAMILIES), and the
 stand-in itself against the facts of /work/shared/pykdump-api.md.
 
 Skipped when the lab dump is absent (make it with ../shared/lab/mkdump.sh
@@ -7,7 +8,6 @@ Skipped when the lab dump is absent (make it with ../shared/lab/mkdump.sh
 """
 
 import ast
-import json
 import os
 import subprocess
 import sys
@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAB = Path(os.environ.get("CRASHEXT_LAB", "/var/cache/crashext-lab"))
-MANIFEST = LAB / "6.1" / "manifest.json"
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -31,26 +29,26 @@ from crashext.backends.pykdump import PykdumpMemory  # noqa: E402
 
 BAD = 0xDEAD000000000000        # non-canonical: unreadable everywhere
 
-pytestmark = pytest.mark.lab     # needs the 6.1 lab dump (skipped when absent)
+from tests.lab import labdumps  # noqa: E402
+
+pytestmark = pytest.mark.lab     # needs the lab dumps (skipped when absent)
 
 
 # ---------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def manifest():
-    if not MANIFEST.is_file():
-        pytest.skip("no lab manifest at %s" % MANIFEST)
-    m = json.loads(MANIFEST.read_text())
-    elf = [d for d in m["dumps"] if d["name"] == "elf"]
-    if not elf or not Path(elf[0]["path"]).is_file() \
-            or not Path(m["vmlinux"]).is_file():
-        pytest.skip("6.1 lab ELF dump or vmlinux missing")
-    m["_elf"] = elf[0]["path"]
+@pytest.fixture(scope="module", params=labdumps.FAMILIES)
+def manifest(request):
+    run = labdumps.elf_run(request.param)
+    if run is None:
+        pytest.skip("no lab run (ELF dump + vmlinux) for %s in %s"
+                    % (request.param, labdumps.lab_dir()))
+    m, elf, vmlinux = run
+    m["_elf"], m["vmlinux"] = elf, vmlinux
     return m
 
 
 @pytest.fixture(scope="module")
 def crash(manifest):
-    """The stand-in's ``crash`` module, opened on the 6.1 ELF dump."""
+    """The stand-in's ``crash`` module, opened on the family's ELF dump."""
     with standin_crash(manifest["vmlinux"], manifest["_elf"]) as crash_mod:
         yield crash_mod
 
@@ -114,12 +112,25 @@ def test_other_offsets_and_dotted_paths(mem, prog):
                            ("struct address_space", "nrpages"),
                            ("struct inode", "i_mapping"),
                            ("struct page", "mapping"),      # anonymous union
-                           ("struct page", "compound_head"),
                            ("struct folio", "flags"),
                            ("struct task_struct", "se.vruntime"),
-                           ("struct inode", "i_data.i_pages.xa_head")]:
+                           ("struct inode", "i_data.i_pages.xa_head"),
+                           # 7.3: in an anonymous struct freelist_counters
+                           ("struct slab", "freelist"),
+                           ("struct slab", "counters")]:
         assert mem.member_offset(struct, member) == \
             drgn.offsetof(prog.type(struct), member), (struct, member)
+    # struct page.compound_head, renamed compound_info in 7.x: the one
+    # the kernel has, and None for the other.
+    got = {}
+    for member in ("compound_head", "compound_info"):
+        try:
+            want = drgn.offsetof(prog.type("struct page"), member)
+        except LookupError:
+            want = None
+        got[member] = mem.member_offset("struct page", member)
+        assert got[member] == want, member
+    assert [v is None for v in got.values()].count(True) == 1, got
 
 
 def test_enum_and_symbols(mem, prog):
@@ -381,7 +392,8 @@ def _script(path, body):
     return path
 
 
-def test_epython_run_strips_argv_and_flushes(fresh, api, tmp_path):
+def test_epython_run_strips_argv_and_flushes(fresh, api, manifest,
+                                             tmp_path):
     crash = fresh
     s = _script(tmp_path / "show.py", """
         from pykdump.API import *
@@ -392,7 +404,7 @@ def test_epython_run_strips_argv_and_flushes(fresh, api, tmp_path):
     """)
     out = crash.standin_epython(str(s), "--debug", "2", "-v", "FILE")
     assert "ARGV ['-v', 'FILE']" in out
-    assert "OFF 40" in out and "REL 6.1" in out
+    assert "OFF 40" in out and "REL %s\n" % manifest["release"] in out
     assert " ** Execution took" in out
     assert out.index("ARGV") < out.index("** Execution took")
 

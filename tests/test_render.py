@@ -28,16 +28,15 @@ from crashext import fmt  # noqa: E402
 from crashext.memory import CrashextError  # noqa: E402
 from crashext.render import chat, dump, jsonout, table  # noqa: E402
 
-FAMILIES = ("6.1", "6.12")
+from tests.lab.labdumps import FAMILIES, load_manifest  # noqa: E402
 
 needs_lab = pytest.mark.skipif(
-    not os.path.isfile(os.path.join(LAB, "6.1", "manifest.json")),
-    reason="vmcore lab absent (%s/6.1/manifest.json)" % LAB)
+    load_manifest("6.1") is None,
+    reason="vmcore lab absent (no 6.1 run in %s)" % LAB)
 
 
 def _families():
-    return [f for f in FAMILIES
-            if os.path.isfile(os.path.join(LAB, f, "manifest.json"))]
+    return [f for f in FAMILIES if load_manifest(f) is not None]
 
 
 def _mem(family):
@@ -69,18 +68,34 @@ def seed(family, path=None):
 
 @lru_cache(maxsize=None)
 def stale_siblings(family):
-    """Slot 0 zeroed in 30 leaf nodes of big64 (30 SIBLING_TO_NULL, 30
-    NODE_COUNT, NRPAGES) and one node's array pointed elsewhere."""
+    """Slot 0 zeroed in 30 leaf nodes whose slot 0 starts a multi-slot
+    folio (30 SIBLING_TO_NULL, 30 NODE_COUNT, NRPAGES) and one other
+    leaf's array pointed elsewhere.  The file is the run's own: the one
+    with the most such leaves (big64 on 6.x, whose readahead makes
+    order-2..4 folios; 7.3 reads it in order-9 folios)."""
     from crashext.analyze import analyze
     mem = _mem(family)[0]
-    a0 = clean(family, "/mnt/xfs/big64")
+    best = None
+    for path in lab_files(family):
+        a0 = clean(family, path)
+        first = {e.node: e for e in a0.walk.entries
+                 if e.node and e.slot == 0}
+        leaves = [n for n in a0.walk.nodes if n.eshift == 0]
+        good = [n for n in leaves
+                if n.addr in first and first[n.addr].nr_slots > 1]
+        if len(good) >= 30 and len(leaves) > 30 and \
+                (best is None or len(good) > len(best[2])):
+            best = (path, a0, good, leaves)
+    assert best, "no file of the %s run has 30 leaves starting with a " \
+        "multi-slot folio" % family
+    path, a0, good, leaves = best
     pm = PatchedMemory(mem)
-    leaves = [n for n in a0.walk.nodes if n.eshift == 0]
-    for n in leaves[:30]:
+    for n in good[:30]:
         pm.patch_slot(n.addr, 0, 0, a0.layout)
-    pm.patch_u64(leaves[40].addr + a0.layout.node_array,
+    other = [n for n in leaves if n not in good[:30]][-1]
+    pm.patch_u64(other.addr + a0.layout.node_array,
                  a0.target.xarray + 0x1000)
-    return analyze(pm, "/mnt/xfs/big64")
+    return analyze(pm, path)
 
 
 def _all_cases():

@@ -16,7 +16,7 @@ from crashext.triage.scan import rank, scan, summarize
 from crashext.triage.slab import walk_slab
 from crashext.xarray.walk import walk_xarray
 
-from conftest import lab_dir, lab_dump, open_lab
+from conftest import FAMILIES, lab_dir, lab_dump, lab_manifest, open_lab
 
 pytestmark = pytest.mark.lab
 
@@ -37,7 +37,7 @@ def _slab(family, mem):
 
 
 def _family(m):
-    return "6.1" if m["release"].startswith("6.1.") else "6.12"
+    return m["_family"]
 
 
 # ----------------------------------------------------------------------
@@ -140,9 +140,23 @@ def _leaf_and_parent(mem, m, path="big64"):
     return lay, leaf
 
 
-def test_slab_finds_an_orphaned_node():
+def test_slab_allocated_equals_drgn(lab):
+    """Which objects are free is right on every SLUB generation: the set
+    of allocated radix_tree_node objects equals drgn's own
+    slab_cache_for_each_allocated_object() (per-CPU slabs and lockless
+    freelists on 6.1/6.12, sheaves and barns on 7.3)."""
+    from drgn.helpers.linux.slab import slab_cache_for_each_allocated_object
+    m, mem = lab
+    rep = _slab(_family(m), mem)
+    theirs = {o.value_() for o in slab_cache_for_each_allocated_object(
+        mem.prog["radix_tree_node_cachep"], "struct xa_node")}
+    assert rep.allocated == theirs
+    assert rep.stats["objects"] == len(rep.nodes) > len(theirs)
+
+
+def test_slab_finds_an_orphaned_node(lab):
     from patched_memory import PatchedMemory
-    m, mem = open_lab("6.1")
+    m, mem = lab
     lay, leaf = _leaf_and_parent(mem, m)
     pm = PatchedMemory(mem).patch_slot(leaf.holder, leaf.holder_slot, 0, lay)
     rep = walk_slab(pm)
@@ -152,9 +166,9 @@ def test_slab_finds_an_orphaned_node():
     assert "parent slot" in f.extra["reason"]
 
 
-def test_slab_finds_a_cross_linked_node():
+def test_slab_finds_a_cross_linked_node(lab):
     from patched_memory import PatchedMemory
-    m, mem = open_lab("6.1")
+    m, mem = lab
     lay, leaf = _leaf_and_parent(mem, m)
     _, other = _leaf_and_parent(mem, m, "big200")
     pm = PatchedMemory(mem).patch_slot(leaf.holder, leaf.holder_slot,
@@ -167,13 +181,12 @@ def test_slab_finds_a_cross_linked_node():
     assert rep.verdict == "corrupt"
 
 
-def test_slab_finds_a_link_to_a_free_node():
+def test_slab_finds_a_link_to_a_free_node(lab):
     from patched_memory import PatchedMemory
-    m, mem = open_lab("6.1")
-    rep0 = _slab("6.1", mem)
+    m, mem = lab
+    rep0 = _slab(_family(m), mem)
     free = [a for a, n in rep0.nodes.items() if n.state == "free"]
-    if not free:
-        pytest.skip("no free radix_tree_node object in this dump")
+    assert free, "no free radix_tree_node object in this dump"
     lay, leaf = _leaf_and_parent(mem, m)
     pm = PatchedMemory(mem).patch_slot(leaf.holder, leaf.holder_slot,
                                        free[0] | 2, lay)
@@ -189,6 +202,142 @@ def test_slab_finds_a_link_to_a_free_node():
             if h.node == free[0]]
     assert len(hits) == 1 and hits[0].slot == 5
     assert hits[0].node_state == "free"
+
+
+# ----------------------------------------------------------------------
+# slab: SLUB per-CPU sheaves and barns (7.x)
+
+
+def _sheaf_lab():
+    """(family, manifest, mem) of the first lab family whose SLUB keeps
+    free objects in sheaves (``kmem_cache.cpu_sheaves`` in its debug
+    info: 7.x)."""
+    for fam in FAMILIES:
+        if lab_manifest(fam) is None:
+            continue
+        m, mem = open_lab(fam)
+        if mem.member_offset("struct kmem_cache", "cpu_sheaves") is not None:
+            return fam, m, mem
+    pytest.skip("no lab family with SLUB sheaves in %s (boot one: "
+                "mkdump.sh --quick --kernel 7.3)" % (FAMILIES,))
+
+
+def _drgn_sheaves(mem):
+    """[(sheaf address, where, [object addresses])] of every sheaf of
+    radix_tree_node_cachep, read with drgn's own helpers: each CPU's main
+    and spare sheaf and every barn's full list (7.3 layout:
+    kmem_cache.per_node[n].barn)."""
+    from drgn.helpers.linux.cpumask import for_each_possible_cpu
+    from drgn.helpers.linux.list import list_for_each_entry
+    from drgn.helpers.linux.percpu import per_cpu_ptr
+    prog = mem.prog
+    s = prog["radix_tree_node_cachep"]
+    out = []
+
+    def add(sh, where):
+        objs = [sh.objects[i].value_() for i in range(sh.size.value_())]
+        out.append((sh.value_(), where, objs))
+    for cpu in for_each_possible_cpu(prog):
+        pcs = per_cpu_ptr(s.cpu_sheaves, cpu)
+        for name in ("main", "spare", "rcu_free"):
+            sh = getattr(pcs, name)
+            if sh:
+                add(sh, "cpu%d %s" % (cpu, name))
+    for n in range(prog["nr_node_ids"].value_()):
+        barn = s.per_node[n].barn
+        if barn:
+            for sh in list_for_each_entry("struct slab_sheaf",
+                                          barn.sheaves_full.address_of_(),
+                                          "barn_list"):
+                add(sh, "barn%d full" % n)
+    return out
+
+
+def _sheaf_slot(mem, sheaf, i):
+    o = mem.member_offset("struct slab_sheaf", "objects")
+    return sheaf + o + 8 * i
+
+
+def test_slab_sheaf_objects_are_free():
+    """Objects parked in sheaves are free (mm/slub.c free_to_pcs()), and
+    slab->inuse counts them as in use: no inuse mismatch."""
+    fam, m, mem = _sheaf_lab()
+    rep = _slab(fam, mem)
+    sheaves = _drgn_sheaves(mem)
+    objs = [a for _s, _w, o in sheaves for a in o]
+    assert objs and len(set(objs)) == len(objs)
+    assert rep.stats["sheaf_objects"] == len(objs)
+    assert rep.stats["sheaves"] >= len([s for s in sheaves if s[2]])
+    for a in objs:
+        assert rep.nodes[a].state == "free", hex(a)
+    assert rep.stats["inuse_mismatch"] == 0
+    assert "per-cpu sheaves" in rep.notes[0]
+    assert rep.complete and rep.codes == {}
+
+
+def test_slab_sheaf_holding_a_live_node():
+    """A sheaf slot naming a node that is still in a tree (a double free
+    or a use after free in the making): the node counts as free and its
+    parent's link to it is SLAB_NODE_FREE_LINKED."""
+    from patched_memory import PatchedMemory
+    fam, m, mem = _sheaf_lab()
+    lay, leaf = _leaf_and_parent(mem, m)
+    sheaf, where, objs = [x for x in _drgn_sheaves(mem) if x[2]][0]
+    pm = PatchedMemory(mem).patch_u64(_sheaf_slot(mem, sheaf, 0), leaf.addr)
+    rep = walk_slab(pm)
+    assert rep.nodes[leaf.addr].state == "free"
+    fl = [f for f in rep.findings if f.code == "SLAB_NODE_FREE_LINKED"]
+    assert len(fl) == 1 and fl[0].found == leaf.addr, rep.codes
+    assert fl[0].node == leaf.holder and fl[0].slots == (leaf.holder_slot,)
+    assert "SLAB_SHEAF" not in rep.codes
+    assert rep.verdict == "corrupt"
+
+
+def test_slab_sheaf_stray_pointers():
+    """A sheaf slot inside an object but not at its start, and one naming
+    an object that is also on a slab freelist: SLAB_SHEAF each, with the
+    sheaf that holds it; nothing else."""
+    from patched_memory import PatchedMemory
+    fam, m, mem = _sheaf_lab()
+    rep0 = _slab(fam, mem)
+    lay, leaf = _leaf_and_parent(mem, m)
+    sheaves = _drgn_sheaves(mem)
+    in_sheaves = {a for _s, _w, o in sheaves for a in o}
+    on_freelist = [a for a, n in rep0.nodes.items()
+                   if n.state == "free" and a not in in_sheaves]
+    assert on_freelist, "no object on a slab freelist in this dump"
+    sheaf, where, objs = [x for x in sheaves if len(x[2]) >= 2][0]
+    pm = PatchedMemory(mem)
+    pm.patch_u64(_sheaf_slot(mem, sheaf, 0), leaf.addr + 8)
+    pm.patch_u64(_sheaf_slot(mem, sheaf, 1), on_freelist[0])
+    rep = walk_slab(pm)
+    sh = {f.found: f for f in rep.findings if f.code == "SLAB_SHEAF"}
+    assert set(sh) == {leaf.addr + 8, on_freelist[0]}, rep.findings[:4]
+    assert sh[leaf.addr + 8].extra["sheaf"] == where
+    assert sh[on_freelist[0]].extra["also"] == "freelist"
+    # The two objects the slots held before are now in use by nobody's
+    # account: allocated, waiting for RCU (xa_node_free() set array to
+    # XA_RCU_FREE) - not orphans.
+    assert set(rep.codes) == {"SLAB_SHEAF"}, rep.codes
+    assert rep.stats["orphans"] == 0
+
+
+def test_slab_barn_list_broken():
+    """A barn list pointing at unreadable memory: one note naming the
+    barn, the walk incomplete, every other result still reported."""
+    from patched_memory import PatchedMemory
+    fam, m, mem = _sheaf_lab()
+    prog = mem.prog
+    barn = prog["radix_tree_node_cachep"].per_node[0].barn
+    head = barn.sheaves_full.address_of_().value_()
+    pm = PatchedMemory(mem).patch_u64(head, 0xdead000000000100)
+    rep = walk_slab(pm)
+    assert not rep.complete
+    notes = [n for n in rep.notes if "barn0" in n and "full" in n]
+    assert len(notes) == 1, rep.notes
+    assert "\n" not in notes[0]
+    assert rep.stats["objects"] == _slab(fam, mem).stats["objects"]
+    assert rep.stats["orphans"] == 0
 
 
 # ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from conftest import open_lab, standin_crash
+from conftest import FAMILIES, open_lab, standin_crash
 from patched_memory import PatchedMemory
 
 drgn = pytest.importorskip("drgn")
@@ -23,7 +23,6 @@ from crashext.memory import CrashextError, Memory  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
-FAMILIES = ["6.1", "6.12"]
 SYSTEM_PATHS = ["/", "/mnt", "/dev", "/proc", "/sys", "/dev/null",
                 "/mnt/xfs", "/mnt/thp", "/init", "/bin"]
 

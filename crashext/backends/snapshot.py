@@ -22,13 +22,13 @@ every field is validated: a damaged or hostile file gives one
 from __future__ import annotations
 
 import bisect
-import gzip
-import json
 import os
+import struct
 import zlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import __version__
+from ..jsontext import dumps as json_dumps, loads as json_loads
 from ..memory import CrashextError, Memory, UnreadableMemory
 
 FORMAT = "crashext.snapshot"
@@ -126,6 +126,23 @@ def _segments(reads: Dict[Tuple[int, int], bytes]) -> List[Tuple[int, bytes]]:
     return [(a, bytes(b)) for a, b in out]
 
 
+def _write_gzip(raw: Any, parts: List[bytes]) -> None:
+    """``parts`` as one gzip member (RFC 1952) written to ``raw``, with
+    zlib only: PyKdump's embedded Python has zlib but no ``gzip`` (its
+    ``_compression`` is missing).  mtime 0, no file name: the same capture
+    gives the same bytes."""
+    # ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=2 (best compression) OS=255
+    raw.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff")
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    crc = size = 0
+    for p in parts:
+        crc = zlib.crc32(p, crc)
+        size += len(p)
+        raw.write(c.compress(p))
+    raw.write(c.flush())
+    raw.write(struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF))
+
+
 def save(rec: RecordingMemory, path: str, note: str = "") -> int:
     """Write ``rec``'s answers to ``path`` atomically; return file size."""
     segs = _segments(rec.reads)
@@ -147,14 +164,10 @@ def save(rec: RecordingMemory, path: str, note: str = "") -> int:
         "segments": table,
     }
     tmp = path + ".tmp"
-    # mtime=0: the same capture gives the same bytes.
     with open(tmp, "wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-            f.write(json.dumps(header, sort_keys=True,
-                               separators=(",", ":")).encode())
-            f.write(b"\n")
-            for _a, b in segs:
-                f.write(b)
+        _write_gzip(raw, [json_dumps(header, sort_keys=True,
+                                     separators=(",", ":")).encode(),
+                          b"\n"] + [b for _a, b in segs])
     os.replace(tmp, path)
     return os.path.getsize(path)
 
@@ -208,7 +221,7 @@ class SnapshotMemory(Memory):
                     raise _bad(path, "truncated (gzip stream ends early)")
                 raise _bad(path, "no header line")
             try:
-                header = json.loads(head[:nl].decode("utf-8"))
+                header = json_loads(head[:nl].decode("utf-8"))
             except (UnicodeDecodeError, ValueError, RecursionError) as e:
                 raise _bad(path, "header is not JSON (%s)"
                            % (str(e)[:60] or type(e).__name__))

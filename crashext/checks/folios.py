@@ -140,7 +140,8 @@ def _entry(ctx: CheckContext, e, pc: bool, mapping, hugetlb_index: bool):
         return 0, 1
     if f.is_tail:
         yield Finding("FOLIO_TAIL", expected="head page",
-                      found=f.compound_head - 1, **where)
+                      found=ctx.layout.head_of(e.raw, f.compound_head),
+                      **where)
         return 0, 1
     if hugetlb_index and e.nr_slots == 1 and e.shift == 0:
         # Before 6.7 a hugetlb folio sits in one slot at its huge-page

@@ -17,9 +17,9 @@ reader that uses doubles.  Counts and XArray indices are JSON integers.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List, Optional, Sequence
 
+from .. import jsontext
 from ..xarray import entry as E
 from .chat import counts, verdict_line
 
@@ -189,8 +189,8 @@ def dumps(doc: Any, indent: Optional[int] = 2) -> str:
     """Serialise like :func:`render` does (sorted keys, fixed separators,
     trailing newline)."""
     seps = (",", ": ") if indent is not None else (",", ":")
-    return json.dumps(doc, sort_keys=True, indent=indent, separators=seps,
-                      ensure_ascii=True, allow_nan=False) + "\n"
+    return jsontext.dumps(doc, sort_keys=True, indent=indent,
+                          separators=seps, allow_nan=False) + "\n"
 
 
 def render(a: Any, full: bool = False, indent: Optional[int] = 2) -> str:
@@ -209,7 +209,7 @@ def render_many(analyses: Sequence[Any], full: bool = False,
 def loads(text: str) -> Dict[str, Any]:
     """Parse a document written by :func:`render`; refuse any other
     schema (a version bump means a field changed meaning)."""
-    doc = json.loads(text)
+    doc = jsontext.loads(text)
     s = doc.get("schema") if isinstance(doc, dict) else None
     if s != SCHEMA:
         from ..memory import CrashextError

@@ -28,7 +28,6 @@ Pillow is imported only when a picture is drawn; without it
 
 from __future__ import annotations
 
-import colorsys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import fmt
@@ -61,8 +60,13 @@ def need_pillow():
     """Pillow's modules, or :class:`CrashextError` saying how to get it."""
     try:
         from PIL import Image, ImageDraw, ImageFont
-    except ImportError:
-        raise CrashextError("Pillow is not installed: pip install crashext[png]")
+    except ImportError as e:
+        # Inside crash, PyKdump's Python cannot import Pillow (a C
+        # extension, and PIL imports logging): draw from a snapshot.
+        raise CrashextError(
+            "Pillow is not installed: pip install crashext[png] (%s; inside "
+            "crash: xa capture -o F TARGET, then crashext check --snapshot "
+            "F --png OUT)" % e)
     return Image, ImageDraw, ImageFont
 
 
@@ -82,6 +86,7 @@ def folio_colour(k: int) -> RGB:
     # Keep away from the reds (bad) and dark-red frame.
     if h < 0.06 or h > 0.94:
         h = (h + 0.12) % 1.0
+    import colorsys                      # not in PyKdump's library
     r, g, b = colorsys.hsv_to_rgb(h, 0.50, 0.95)
     return (int(r * 255), int(g * 255), int(b * 255))
 

@@ -1,5 +1,6 @@
 """Table renderer: the analysis for a terminal, findings as a table
-(:mod:`tabulate`).
+(:mod:`tabulate`; inside crash, where PyKdump's Python cannot import
+tabulate, :mod:`.textable` draws the same ``simple`` table).
 
 Header lines name the target (kind, inode, i_ino, mapping, xarray,
 nrpages), the kernel release and the tree's statistics with the folio
@@ -108,6 +109,27 @@ def rows(a: Any, grouped: bool = False,
     return out
 
 
+def draw_table(cells: List[List[str]], headers: Sequence[str],
+               tablefmt: str = "simple",
+               showindex: Optional[Sequence[int]] = None) -> str:
+    """``cells`` as a :mod:`tabulate` table; without tabulate (inside
+    crash) the ``simple`` form from :func:`.textable.simple_table`."""
+    try:
+        from tabulate import tabulate
+    except ImportError as e:
+        # PyKdump: tabulate imports importlib.metadata and html, which its
+        # embedded standard library does not have.
+        if tablefmt != "simple":
+            from ..memory import CrashextError
+            raise CrashextError("table format %r needs tabulate (%s)"
+                                % (tablefmt, e))
+        from .textable import simple_table
+        return simple_table(cells, headers, showindex)
+    kw = {} if showindex is None else {"showindex": list(showindex)}
+    return tabulate(cells, headers=list(headers), tablefmt=tablefmt,
+                    disable_numparse=True, **kw)
+
+
 def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
            meanings: bool = True,
            max_per_code: Optional[int] = MAX_ROWS_PER_CODE) -> str:
@@ -117,16 +139,13 @@ def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
     ``ffff8880_0a3c4000``; ``meanings`` adds the one-line meaning of each
     code present below the table; ``max_per_code`` caps the rows of
     each code (None: every finding), the rest counted below the table."""
-    from tabulate import tabulate
-
     out = [verdict_line(a, None, addr_fn(grouped)), ""]
     out.extend(header_lines(a, grouped))
     if a.findings:
         out.append("")
         keep, left = first_per_code(a.findings, max_per_code)
-        out.append(tabulate(rows(a, grouped, keep), headers=HEADERS,
-                            tablefmt=tablefmt, disable_numparse=True,
-                            showindex=[i + 1 for i in keep]))
+        out.append(draw_table(rows(a, grouped, keep), HEADERS, tablefmt,
+                              [i + 1 for i in keep]))
         for code, n in left.items():
             out.append("... %d more %s finding%s not shown (-f json "
                        "lists every one)" % (n, code, "" if n == 1 else "s"))

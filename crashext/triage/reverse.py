@@ -72,7 +72,7 @@ def folio_of(mem: Memory, lay: Layout, addr: int) -> int:
         ch = mem.read_u64(addr + lay.f_compound_head)
     except UnreadableMemory:
         return addr
-    return ch - 1 if ch & 1 else addr
+    return lay.head_of(addr, ch)
 
 
 def find_folio(mem: Memory, addr: int, via: str = "trees",

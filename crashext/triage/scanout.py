@@ -421,15 +421,24 @@ def _totals_dict(t: Totals) -> Dict[str, Any]:
 
 def slab_lines(slab: Dict[str, Any]) -> List[str]:
     """The table lines of a slab walk's result (``SlabReport.to_dict()``,
-    or ``{"error": ...}``)."""
+    or ``{"error": ...}``): verdict, stats and notes within 60 columns,
+    then one line per finding."""
+    import textwrap
+
+    def wrap(t: str, lead: str = "  ", more: str = "    ") -> str:
+        return textwrap.fill(t, 60, initial_indent=lead,
+                             subsequent_indent=more)
     if "error" in slab:
-        return ["slab radix_tree_node: error: %s" % slab["error"]]
-    st = slab.get("stats") or {}
-    lines = ["slab radix_tree_node: %s, %s" % (
-        slab.get("verdict"), ", ".join("%s %s" % kv
-                                       for kv in sorted(st.items())))]
-    for f in slab.get("findings") or []:
-        lines.append("  %s node 0x%x %s" % (
-            f["code"], f.get("node") or 0,
-            CODES.get(f["code"], ("", f["code"]))[1]))
-    return lines
+        return [wrap("slab radix_tree_node: error: %s" % slab["error"], "")]
+    out = ["slab radix_tree_node: %s%s" % (
+        slab.get("verdict"), "" if slab.get("complete", True)
+        else " (incomplete)")]
+    # "name value" pairs kept whole (no-break space while wrapping).
+    out.append(wrap(", ".join("%s\xa0%s" % kv for kv in sorted(
+        (slab.get("stats") or {}).items()))).replace("\xa0", " "))
+    out.extend(wrap(n, "  note: ") for n in slab.get("notes") or [])
+    out.extend("  %s node 0x%x %s" % (
+        f["code"], f.get("node") or 0,
+        CODES.get(f["code"], ("", f["code"]))[1])
+        for f in slab.get("findings") or [])
+    return out

@@ -15,11 +15,33 @@ cache's address at ``slab.slab_cache`` in pages that are slabs:
 Everything else comes from the dump's debug info: ``struct slab`` overlays
 the head ``struct page``; a slab holds ``counters.objects`` objects of
 ``kmem_cache.size`` bytes from ``page_to_virt()``; the free ones are on
-``slab->freelist`` and, for each CPU's current slab,
-``kmem_cache_cpu.freelist``.  A free pointer is stored at
-``object + s->offset`` and, with CONFIG_SLAB_FREELIST_HARDENED (Debian:
-yes; seen as ``kmem_cache.random`` in the debug info), is
-``ptr ^ s->random ^ swab(ptr_addr)`` (mm/slub.c ``freelist_ptr()``).
+``slab->freelist``.  A free pointer is stored at ``object + s->offset``
+and, with CONFIG_SLAB_FREELIST_HARDENED (Debian: yes; seen as
+``kmem_cache.random`` in the debug info), is ``ptr ^ s->random ^
+swab(ptr_addr)`` (mm/slub.c ``freelist_ptr()``, 6.1;
+``freelist_ptr_decode()``, 6.12 and 7.3).
+
+Free objects also wait in per-CPU caches, and which ones a kernel has is
+read from its debug info (never from the version string):
+
+* per-CPU slabs (``kmem_cache.cpu_slab``, ``struct kmem_cache_cpu``; up
+  to 6.x): each CPU's current slab has a second, lockless freelist at
+  ``kmem_cache_cpu.freelist`` (6.1 include/linux/slub_def.h, 6.12 mm/slub.c
+  ``struct kmem_cache_cpu``; ``___slab_alloc()``).
+* per-CPU sheaves (``kmem_cache.cpu_sheaves``; 7.x has no ``cpu_slab``
+  and no ``struct kmem_cache_cpu`` left): ``struct slub_percpu_sheaves``
+  holds the ``main``, ``spare`` and ``rcu_free`` sheaves, and each NUMA
+  node a ``struct node_barn`` with lists of full and empty sheaves
+  (``kmem_cache.per_node[n].barn`` in 7.3, ``kmem_cache_node.barn`` or
+  ``slub_percpu_sheaves.barn`` before).  A sheaf's first ``size``
+  ``objects[]`` are free objects, stored as plain pointers: 7.3.4 mm/slub.c
+  ``free_to_pcs()`` does ``pcs->main->objects[pcs->main->size++] =
+  object`` and ``barn_put_full_sheaf()`` links a sheaf on
+  ``barn->sheaves_full`` through ``sheaf->barn_list``; ``rcu_free``
+  holds objects freed with kfree_rcu() (``__kfree_rcu_sheaf()``).  For
+  the slab those objects are in use (``slab->inuse`` counts them), for
+  their owner they are free.
+
 Nodes parked in ``radix_tree_preloads`` are allocated but in no tree.
 
 An allocated node with ``array == XA_RCU_FREE`` (1) is waiting for its RCU
@@ -116,6 +138,8 @@ class SlabReport:
     #: arrays (``struct xarray`` addresses) of the owned nodes, with counts.
     arrays: Dict[int, int] = field(default_factory=dict)
     complete: bool = True
+    #: __per_cpu_offset[], read once (None: not yet; []: unavailable).
+    _pco: Optional[List[int]] = field(default=None, repr=False)
 
     def add(self, f: Finding) -> None:
         self.codes[f.code] = self.codes.get(f.code, 0) + 1
@@ -161,12 +185,17 @@ class _Slub:
         if not self.cache:
             raise CrashextError("radix_tree_node_cachep is NULL")
         K = "struct kmem_cache"
-        kc_fields = {m: off(K, m) for m in ("size", "offset", "oo", "cpu_slab")}
+        kc_fields = {m: off(K, m) for m in ("size", "offset", "oo")}
+        # The per-CPU caches this kernel has (see the module docstring).
+        o_cpu_slab = off(K, "cpu_slab", False)
+        o_cpu_sheaves = off(K, "cpu_sheaves", False)
+        o_cap = off(K, "sheaf_capacity", False)
         o_random = off(K, "random", False)
         o_rlp = off(K, "red_left_pad", False)
         o_name = off(K, "name", False)
-        end = max(list(kc_fields.values()) + [o_random or 0, o_rlp or 0,
-                                              o_name or 0]) + 8
+        end = max(list(kc_fields.values()) + [
+            o or 0 for o in (o_random, o_rlp, o_name, o_cpu_slab,
+                             o_cpu_sheaves, o_cap)]) + 8
         kc = mem.read(self.cache, end)
         u32 = lambda o: int.from_bytes(kc[o:o + 4], "little")   # noqa: E731
         self.size = u32(kc_fields["size"])
@@ -174,7 +203,15 @@ class _Slub:
         oo = u32(kc_fields["oo"])
         self.oo_objects = oo & 0xFFFF
         self.oo_order = oo >> 16
-        self.cpu_slab = _u64(kc, kc_fields["cpu_slab"])
+        self.has_cpu_slab = o_cpu_slab is not None
+        self.cpu_slab = _u64(kc, o_cpu_slab) if o_cpu_slab is not None else 0
+        self.has_sheaves = o_cpu_sheaves is not None
+        self.cpu_sheaves = (_u64(kc, o_cpu_sheaves)
+                            if o_cpu_sheaves is not None else 0)
+        self.sheaf_capacity = u32(o_cap) if o_cap is not None else None
+        if not (self.has_cpu_slab or self.has_sheaves):
+            raise CrashextError("debug info has neither kmem_cache.cpu_slab "
+                                "nor kmem_cache.cpu_sheaves (not SLUB?)")
         self.hardened = o_random is not None
         self.random = _u64(kc, o_random) if o_random is not None else 0
         self.red_left_pad = u32(o_rlp) if o_rlp is not None else 0
@@ -196,7 +233,10 @@ class _Slub:
         self.o_counters = off(S, "counters")
         self.page_size = mem.struct_size("struct page") or 64
         self.o_flags = off("struct page", "flags")
+        # compound_head, renamed compound_info in 7.x (bit 0: tail page).
         self.o_ch = mem.member_offset("struct page", "compound_head")
+        if self.o_ch is None:
+            self.o_ch = mem.member_offset("struct page", "compound_info")
         self.o_page_type = mem.member_offset("struct page", "page_type")
         # How a slab page is marked.
         self.pgty_slab = mem.enum_value("PGTY_slab")
@@ -227,6 +267,16 @@ class _Slub:
         if not self.max_pfn:
             raise CrashextError("max_pfn unknown")
 
+    @property
+    def percpu(self) -> str:
+        """Which per-CPU caches the kernel has, for the report's note."""
+        kinds = []
+        if self.has_cpu_slab:
+            kinds.append("cpu slabs")
+        if self.has_sheaves:
+            kinds.append("sheaves")
+        return " + ".join(kinds)
+
     def is_slab(self, buf: bytes, o: int) -> bool:
         """Is the struct page at ``buf[o:]`` a slab page?"""
         if self.slab_mark == "PG_slab flag":
@@ -248,6 +298,16 @@ def _u64(buf: bytes, off: int) -> int:
     return int.from_bytes(buf[off:off + 8], "little")
 
 
+def _sym_u32(mem: Memory, name: str) -> Optional[int]:
+    a = mem.symbol(name)
+    if a is None:
+        return None
+    try:
+        return int.from_bytes(mem.read(a, 4), "little")
+    except UnreadableMemory:
+        return None
+
+
 def _sym_u64(mem: Memory, name: str) -> Optional[int]:
     a = mem.symbol(name)
     if a is None:
@@ -258,32 +318,53 @@ def _sym_u64(mem: Memory, name: str) -> Optional[int]:
         return None
 
 
-def _cpu_freelists(mem: Memory, sl: _Slub, rep: SlabReport
-                   ) -> Dict[int, List[int]]:
-    """slab (struct page address) -> lockless freelist heads of the CPUs
-    whose current slab it is."""
-    out: Dict[int, List[int]] = {}
-    o_fl = mem.member_offset("struct kmem_cache_cpu", "freelist")
-    o_slab = (mem.member_offset("struct kmem_cache_cpu", "slab")
-              if mem.member_offset("struct kmem_cache_cpu", "slab") is not None
-              else mem.member_offset("struct kmem_cache_cpu", "page"))
+def _percpu_offsets(mem: Memory, rep: SlabReport) -> Optional[List[int]]:
+    """``__per_cpu_offset[0 .. nr_cpu_ids)``, or None (noted) when the
+    symbols are missing or unreadable; cached in ``rep``."""
+    if rep._pco is not None:
+        return rep._pco or None
+    rep._pco = []
     pco = mem.symbol("__per_cpu_offset")
     ncpu_sym = mem.symbol("nr_cpu_ids")
-    if None in (o_fl, o_slab, pco, ncpu_sym) or not sl.cpu_slab:
-        rep.notes.append("per-cpu freelists not read (no kmem_cache_cpu "
-                         "layout / __per_cpu_offset): CPU slabs' free "
-                         "objects may count as allocated")
-        return out
+    if pco is None or ncpu_sym is None:
+        rep.notes.append("no __per_cpu_offset / nr_cpu_ids: per-cpu "
+                         "caches not read, their free objects may count "
+                         "as allocated")
+        return None
     try:
         ncpu = int.from_bytes(mem.read(ncpu_sym, 4), "little")
         ncpu = max(1, min(ncpu, 1 << 16))
         offs = mem.read(pco, 8 * ncpu)
     except UnreadableMemory as e:
         rep.notes.append("per-cpu offsets unreadable: %s" % e)
+        return None
+    rep._pco = [_u64(offs, 8 * c) for c in range(ncpu)]
+    rep.stats["cpus"] = ncpu
+    return rep._pco
+
+
+def _cpu_freelists(mem: Memory, sl: _Slub, rep: SlabReport
+                   ) -> Dict[int, List[int]]:
+    """slab (struct page address) -> lockless freelist heads of the CPUs
+    whose current slab it is (kernels with ``kmem_cache.cpu_slab``)."""
+    out: Dict[int, List[int]] = {}
+    if not sl.has_cpu_slab:
+        return out
+    o_fl = mem.member_offset("struct kmem_cache_cpu", "freelist")
+    o_slab = (mem.member_offset("struct kmem_cache_cpu", "slab")
+              if mem.member_offset("struct kmem_cache_cpu", "slab") is not None
+              else mem.member_offset("struct kmem_cache_cpu", "page"))
+    if None in (o_fl, o_slab) or not sl.cpu_slab:
+        rep.notes.append("per-cpu freelists not read (no kmem_cache_cpu "
+                         "layout or cpu_slab NULL): CPU slabs' free "
+                         "objects may count as allocated")
+        return out
+    offs = _percpu_offsets(mem, rep)
+    if offs is None:
         return out
     size = max(o_fl, o_slab) + 8
-    for cpu in range(ncpu):
-        c = (sl.cpu_slab + _u64(offs, 8 * cpu)) & M64
+    for cpu, off in enumerate(offs):
+        c = (sl.cpu_slab + off) & M64
         try:
             b = mem.read(c, size)
         except UnreadableMemory:
@@ -292,7 +373,182 @@ def _cpu_freelists(mem: Memory, sl: _Slub, rep: SlabReport
         slab, fl = _u64(b, o_slab), _u64(b, o_fl)
         if slab and fl:
             out.setdefault(slab, []).append(fl)
-    rep.stats["cpus"] = ncpu
+    return out
+
+
+#: Bound on the sheaves followed on one barn list (MAX_FULL_SHEAVES and
+#: MAX_EMPTY_SHEAVES are 10 in 7.3.4 mm/slub.c; a list longer than this
+#: is damaged or looping).
+MAX_BARN_SHEAVES = 4096
+#: Bound on one sheaf's size when kmem_cache.sheaf_capacity is unknown.
+MAX_SHEAF_SIZE = 4096
+
+
+def _sheaf_objects(mem: Memory, sl: _Slub, rep: SlabReport
+                   ) -> Dict[int, str]:
+    """Free objects held in the cache's sheaves (kernels with
+    ``kmem_cache.cpu_sheaves``): object address -> where it was seen
+    ("cpu1 main", "barn0 full", ...).  Every sheaf reached from a CPU's
+    ``slub_percpu_sheaves`` (``main``, ``spare``, ``rcu_free``) and from
+    every node's barn (``sheaves_full`` and ``sheaves_empty`` lists)."""
+    out: Dict[int, str] = {}
+    if not sl.has_sheaves:
+        return out
+    st = rep.stats
+    st.setdefault("sheaves", 0)
+    st.setdefault("sheaf_objects", 0)
+    P, SH, B = ("struct slub_percpu_sheaves", "struct slab_sheaf",
+                "struct node_barn")
+    o_size = mem.member_offset(SH, "size")
+    o_objs = mem.member_offset(SH, "objects")
+    o_link = mem.member_offset(SH, "barn_list")
+    o_cache = mem.member_offset(SH, "cache")
+    pcs_members = [(m, mem.member_offset(P, m))
+                   for m in ("main", "spare", "rcu_free")]
+    pcs_members = [(m, o) for m, o in pcs_members if o is not None]
+    if o_size is None or o_objs is None or not pcs_members:
+        rep.notes.append("sheaves not read: no struct slab_sheaf.size/"
+                         "objects or slub_percpu_sheaves.main in the debug "
+                         "info; their free objects count as allocated")
+        rep.complete = False
+        return out
+    cap = sl.sheaf_capacity
+    limit = cap if cap else MAX_SHEAF_SIZE
+    seen: Set[int] = set()
+
+    def sheaf(addr: int, where: str, empty: bool = False) -> None:
+        if not addr or addr in seen:
+            return
+        seen.add(addr)
+        try:
+            hdr = mem.read(addr, o_objs)
+            size = int.from_bytes(hdr[o_size:o_size + 4], "little")
+            if o_cache is not None and _u64(hdr, o_cache) not in (0, sl.cache):
+                rep.notes.append("%s sheaf %s belongs to cache %s, not %s"
+                                 % (where, hex(addr), hex(_u64(hdr, o_cache)),
+                                    hex(sl.cache)))
+                rep.complete = False
+                return
+            if size > limit:
+                rep.notes.append("%s sheaf %s claims %d objects (capacity "
+                                 "%d): not read" % (where, hex(addr), size,
+                                                    limit))
+                rep.complete = False
+                return
+            if empty and size:
+                # barn_put_empty_sheaf() only takes sheaves of size 0.
+                rep.notes.append("%s sheaf %s on the empty list holds %d "
+                                 "objects: not counted as free"
+                                 % (where, hex(addr), size))
+                size = 0
+            objs = mem.read(addr + o_objs, 8 * size) if size else b""
+        except UnreadableMemory as e:
+            rep.notes.append("%s sheaf %s unreadable: %s"
+                             % (where, hex(addr), e.reason or "?"))
+            rep.complete = False
+            return
+        st["sheaves"] += 1
+        st["sheaf_objects"] += size
+        for i in range(size):
+            out.setdefault(_u64(objs, 8 * i), where)
+
+    barns: List[Tuple[int, str]] = []
+    o_pcs_barn = mem.member_offset(P, "barn")       # 6.18 layout
+    offs = _percpu_offsets(mem, rep)
+    if sl.cpu_sheaves and offs is not None:
+        size = max([o for _m, o in pcs_members] + [o_pcs_barn or 0]) + 8
+        for cpu, off in enumerate(offs):
+            a = (sl.cpu_sheaves + off) & M64
+            try:
+                b = mem.read(a, size)
+            except UnreadableMemory:
+                rep.notes.append("cpu %d sheaves unreadable" % cpu)
+                rep.complete = False
+                continue
+            for m, o in pcs_members:
+                sheaf(_u64(b, o), "cpu%d %s" % (cpu, m))
+            if o_pcs_barn is not None and _u64(b, o_pcs_barn):
+                barns.append((_u64(b, o_pcs_barn), "barn"))
+    barns.extend(_barns(mem, sl, rep))
+    o_full = mem.member_offset(B, "sheaves_full")
+    o_empty = mem.member_offset(B, "sheaves_empty")
+    if barns and (o_full is None or o_link is None):
+        rep.notes.append("barns not read: no node_barn.sheaves_full / "
+                         "slab_sheaf.barn_list in the debug info")
+        rep.complete = False
+        barns = []
+    done: Set[int] = set()
+    for barn, name in barns:
+        if barn in done:
+            continue
+        done.add(barn)
+        for lname, o in (("full", o_full), ("empty", o_empty)):
+            if o is None:
+                continue
+            head = barn + o
+            try:
+                nxt = mem.read_u64(head)
+            except UnreadableMemory as e:
+                rep.notes.append("%s %s unreadable: %s"
+                                 % (name, hex(barn), e.reason or "?"))
+                rep.complete = False
+                break
+            n = 0
+            while nxt != head:
+                if n >= MAX_BARN_SHEAVES or not nxt:
+                    rep.notes.append("%s %s %s list broken after %d "
+                                     "sheaves" % (name, hex(barn), lname, n))
+                    rep.complete = False
+                    break
+                try:
+                    after = mem.read_u64(nxt)
+                except UnreadableMemory as e:
+                    rep.notes.append("%s %s %s list unreadable at %s: %s"
+                                     % (name, hex(barn), lname, hex(nxt),
+                                        e.reason or "?"))
+                    rep.complete = False
+                    break
+                sheaf(nxt - o_link, "%s %s" % (name, lname),
+                      empty=lname == "empty")
+                n += 1
+                nxt = after
+    st["barns"] = len(done)
+    return out
+
+
+def _barns(mem: Memory, sl: _Slub, rep: SlabReport) -> List[Tuple[int, str]]:
+    """(barn address, name) of every NUMA node of the cache:
+    ``kmem_cache.per_node[n].barn`` (7.3), else
+    ``kmem_cache.node[n]->barn`` (``struct kmem_cache_node.barn``)."""
+    K = "struct kmem_cache"
+    nr = _sym_u32(mem, "nr_node_ids") or 1
+    nr = max(1, min(nr, 1 << 10))
+    out: List[Tuple[int, str]] = []
+    o_pn = mem.member_offset(K, "per_node")
+    o_pn_barn = mem.member_offset("struct kmem_cache_per_node_ptrs", "barn")
+    pn_size = mem.struct_size("struct kmem_cache_per_node_ptrs")
+    try:
+        if None not in (o_pn, o_pn_barn, pn_size):
+            b = mem.read(sl.cache + o_pn, pn_size * nr)
+            for n in range(nr):
+                v = _u64(b, n * pn_size + o_pn_barn)
+                if v:
+                    out.append((v, "barn%d" % n))
+            return out
+        o_node = mem.member_offset(K, "node")
+        o_kn_barn = mem.member_offset("struct kmem_cache_node", "barn")
+        if None in (o_node, o_kn_barn):
+            return out
+        b = mem.read(sl.cache + o_node, 8 * nr)
+        for n in range(nr):
+            kn = _u64(b, 8 * n)
+            if kn:
+                v = mem.read_u64(kn + o_kn_barn)
+                if v:
+                    out.append((v, "barn%d" % n))
+    except UnreadableMemory as e:
+        rep.notes.append("per-node barns unreadable: %s" % (e.reason or "?"))
+        rep.complete = False
     return out
 
 
@@ -303,16 +559,13 @@ def _preloaded(mem: Memory, lay: Layout, rep: SlabReport) -> Set[int]:
     sym = mem.symbol("radix_tree_preloads")
     o_nodes = mem.member_offset("struct radix_tree_preload", "nodes")
     o_nr = mem.member_offset("struct radix_tree_preload", "nr")
-    pco = mem.symbol("__per_cpu_offset")
-    ncpu = rep.stats.get("cpus", 1)
-    if None in (sym, o_nodes, o_nr, pco):
+    if None in (sym, o_nodes, o_nr):
         return out
-    try:
-        offs = mem.read(pco, 8 * ncpu)
-    except UnreadableMemory:
+    offs = _percpu_offsets(mem, rep)
+    if offs is None:
         return out
-    for cpu in range(ncpu):
-        a = (sym + _u64(offs, 8 * cpu)) & M64
+    for off in offs:
+        a = (sym + off) & M64
         try:
             b = mem.read(a, max(o_nodes, o_nr) + 8)
         except UnreadableMemory:
@@ -412,8 +665,10 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
                    progress: Optional[ProgressFn] = None
                    ) -> Iterator[SlabBuf]:
     """Every slab of the cache, read in one piece, with its free objects
-    (slab freelist + the lockless per-CPU freelists)."""
+    (slab freelist + the lockless per-CPU freelists + the objects held in
+    sheaves)."""
     cpu_fl = _cpu_freelists(mem, sl, rep)
+    in_sheaves = _sheaf_objects(mem, sl, rep)
     st = rep.stats
     for page, pfn, freelist, counters in iter_slabs(mem, sl, rep, progress):
         st["slabs"] = st.get("slabs", 0) + 1
@@ -433,6 +688,7 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
             continue
         free: Optional[Set[int]] = set()
         heads = cpu_fl.pop(page, [])
+        on_freelist = 0
         for head in [freelist] + heads:
             p = head
             while p:
@@ -447,15 +703,39 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
                 p = sl.decode_fp(_u64(buf, w - base), w)
             if free is None:
                 break
+            if head == freelist:
+                on_freelist = len(free)
         if free is not None and not frozen and not heads:
-            # A slab no CPU holds: inuse counts exactly the non-free ones.
-            if objects - inuse != len(free):
+            # A slab no CPU holds: inuse counts exactly the objects not on
+            # its freelist (objects in sheaves are in use for the slab).
+            if objects - inuse != on_freelist:
                 st["inuse_mismatch"] = st.get("inuse_mismatch", 0) + 1
+        if in_sheaves:
+            end = first + objects * sl.size
+            for a in range(first, end, sl.size):
+                where = in_sheaves.pop(a, None)
+                if where is None:
+                    continue
+                if free is not None and a in free:
+                    # Free twice: on a freelist and in a sheaf.
+                    rep.add(Finding("SLAB_SHEAF", node=a, address=page,
+                                    found=a, extra={"sheaf": where,
+                                                    "also": "freelist"}))
+                elif free is not None:
+                    free.add(a)
         yield SlabBuf(page, base, first, objects, sl.size, buf, free,
                       frozen, inuse)
     for slab, heads in cpu_fl.items():
         rep.notes.append("cpu freelist %s of slab %s not in a scanned slab"
                          % (",".join(hex(h) for h in heads), hex(slab)))
+    # Sheaf pointers that are no object of a scanned slab.
+    for a, where in sorted(in_sheaves.items()):
+        if rep.complete:
+            rep.add(Finding("SLAB_SHEAF", address=a, found=a,
+                            extra={"sheaf": where}))
+    if in_sheaves and not rep.complete:
+        rep.notes.append("%d sheaf pointers outside the scanned slabs "
+                         "(walk incomplete)" % len(in_sheaves))
 
 
 def walk_slab(mem: Memory, progress: Optional[ProgressFn] = None,
@@ -475,11 +755,11 @@ def walk_slab(mem: Memory, progress: Optional[ProgressFn] = None,
     st.update(slabs=0, objects=0, allocated=0, free=0, freeing=0,
               unowned=0, preloaded=0, owned=0, unknown=0, inuse_mismatch=0)
     rep.notes.append("cache %s at %s: %d-byte objects, %d per order-%d "
-                     "slab, freelist %s, slab pages by %s"
+                     "slab, freelist %s, slab pages by %s, per-cpu %s"
                      % (sl.name or "?", hex(sl.cache), sl.size,
                         sl.oo_objects, sl.oo_order,
                         "hardened" if sl.hardened else "plain",
-                        sl.slab_mark))
+                        sl.slab_mark, sl.percpu))
     hdr = struct.Struct("<BBB")
     o_sh, o_par, o_arr = lay.node_shift, lay.node_parent, lay.node_array
     if not (lay.node_offset == o_sh + 1 and lay.node_count == o_sh + 2):

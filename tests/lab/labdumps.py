@@ -3,12 +3,20 @@
 
 The lab directory is ``$CRASHEXT_LAB``, else ``$LAB``, else
 ``/var/cache/crashext-lab``; a run of a kernel family is reached through the
-family link (``<lab>/6.1``, ``<lab>/6.12``, ``<lab>/6.12-kaslr``, ...) or by
-its release directory name.  "6.1"/"6.12" fall back to the family's
-KASLR run when there is no plain one, and prefer it when
-``$CRASHEXT_LAB_KASLR=1`` (run the suite on KASLR dumps).  Nothing here needs drgn; every helper returns
-``None`` rather than raising when a run, dump or file is absent, so tests can
-skip cleanly.
+family link (``<lab>/6.1``, ``<lab>/6.12``, ``<lab>/7.3``,
+``<lab>/6.12-kaslr``, ...) or by its release directory name.  A family
+falls back to its big-file run (``6.1-big256M``, what CI makes) and then to
+its KASLR run when there is no plain one, and prefers the KASLR run when
+``$CRASHEXT_LAB_KASLR=1`` (run the suite on KASLR dumps).
+
+:data:`FAMILIES` is the ONE list of kernel families the lab tests run on
+(``$CRASHEXT_LAB_FAMILIES``, space or comma separated, overrides it, e.g.
+``"6.1 6.12 7.3 6.12+deb13"``); tests parametrize over it instead of
+naming families.  Under CI (:func:`ci`) a lab test that would skip fails
+instead (tests/conftest.py).
+
+Nothing here needs drgn; every helper returns ``None`` rather than raising
+when a run, dump or file is absent, so tests can skip cleanly.
 
 >>> m = load_manifest("6.1")                      # doctest: +SKIP
 >>> dump_path(m, "elf"), file_entry(m, "/mnt/xfs/big64")["i_pages"]   # doctest: +SKIP
@@ -23,7 +31,23 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 DEFAULT_LAB = "/var/cache/crashext-lab"
-FAMILIES = ("6.1", "6.12")
+DEFAULT_FAMILIES = ("6.1", "6.12", "7.3")
+
+
+def _families() -> tuple:
+    v = os.environ.get("CRASHEXT_LAB_FAMILIES", "")
+    got = tuple(v.replace(",", " ").split())
+    return got or DEFAULT_FAMILIES
+
+
+#: The kernel families every lab test runs on (CI boots each of them).
+FAMILIES = _families()
+
+
+def ci() -> bool:
+    """True when running under CI (``$CI`` set, not "0"/"false"): a lab
+    test that cannot run is then a failure, not a skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def lab_dir() -> Path:
@@ -33,6 +57,12 @@ def lab_dir() -> Path:
         if v:
             return Path(v)
     return Path(DEFAULT_LAB)
+
+
+def planted_dir() -> Path:
+    """Where planted dumps go: $CRASHEXT_PLANTED_DIR, else <lab>/planted."""
+    v = os.environ.get("CRASHEXT_PLANTED_DIR")
+    return Path(v) if v else lab_dir() / "planted"
 
 
 def run_dir(family: str) -> Optional[Path]:
@@ -72,7 +102,7 @@ def manifest_path(family: str) -> Optional[Path]:
 def load_manifest(family: str = "6.1") -> Optional[Dict[str, Any]]:
     """Parsed manifest.json of the latest ``family`` run, or None when there
     is none (or it is unreadable / half written).  The run directory is added
-    under the key ``"_run_dir"``."""
+    under the key ``"_run_dir"``, the family asked for under ``"_family"``."""
     p = manifest_path(family)
     if p is None:
         return None
@@ -84,12 +114,34 @@ def load_manifest(family: str = "6.1") -> Optional[Dict[str, Any]]:
     if not isinstance(m, dict) or "files" not in m:
         return None
     m["_run_dir"] = str(p.parent)
+    m["_family"] = family
     return m
 
 
 def available_families() -> List[str]:
     """The families of :data:`FAMILIES` that have a manifest."""
     return [f for f in FAMILIES if manifest_path(f) is not None]
+
+
+def elf_run(family: str):
+    """(manifest, ELF dump path, vmlinux path) of ``family``'s run when all
+    three exist, else None."""
+    m = load_manifest(family)
+    if m is None:
+        return None
+    elf, vml = dump_path(m, "elf"), vmlinux_path(m)
+    if elf is None or vml is None:
+        return None
+    return m, elf, vml
+
+
+def makedumpfile_dumps(manifest: Dict[str, Any]) -> List[str]:
+    """Names of the run's makedumpfile dumps ("makedumpfile-d31", ...)
+    whose files exist (a --quick run makes one; which one depends on the
+    kernel family)."""
+    return [d["name"] for d in manifest.get("dumps", [])
+            if str(d.get("name", "")).startswith("makedumpfile-")
+            and d.get("drgn_ok", True) and dump_path(manifest, d["name"])]
 
 
 def dump_entry(manifest: Dict[str, Any], name: str) -> Optional[Dict[str, Any]]:

@@ -326,7 +326,9 @@ def truth_path_for(out: str) -> str:
 
 
 def default_out(family: str, cases: Sequence[str]) -> str:
-    from .labdumps import lab_dir
+    """``<planted dir>/<family>[-kaslr]-<cases tag>.elf``: a KASLR run of a
+    family (``$CRASHEXT_LAB_KASLR=1``) gets its own copy."""
+    from .labdumps import planted_dir, run_dir
     from .scenarios import CASES
 
     if sorted(cases) == sorted(CASES):
@@ -335,8 +337,11 @@ def default_out(family: str, cases: Sequence[str]) -> str:
         tag = "+".join(cases)
     else:
         tag = "%dcases-%s" % (len(cases), writes_digest([(0, ",".join(cases).encode())])[:8])
+    d = run_dir(family)
+    if d is not None and d.name.endswith("-kaslr") and not family.endswith("-kaslr"):
+        family += "-kaslr"
     name = "%s-%s.elf" % (family, tag)
-    return str(lab_dir() / "planted" / name)
+    return str(planted_dir() / name)
 
 
 def make_planted(family: str, cases: Sequence[str], out: Optional[str] = None,
@@ -364,6 +369,27 @@ def make_planted(family: str, cases: Sequence[str], out: Optional[str] = None,
         json.dump(truth, f, indent=1)
     truth["_reused"] = side.get("reused", False)
     return out, tp, truth
+
+
+_ensured: Dict[str, Dict[str, Any]] = {}
+
+
+def ensure_planted(family: str) -> Optional[Dict[str, Any]]:
+    """The truth of ``family``'s dump with every case of
+    :data:`scenarios.CASES` planted (``<planted dir>/<family>-all.elf``),
+    built now when absent or stale (made from another run), reused
+    otherwise; once per process.  None when the family has no lab run.
+    Tests that need a planted dump call this, so they never depend on
+    another test having built it first."""
+    from . import labdumps, scenarios
+
+    if family in _ensured:
+        return _ensured[family]
+    if labdumps.elf_run(family) is None:
+        return None
+    _out, _tp, truth = make_planted(family, list(scenarios.CASES))
+    _ensured[family] = truth
+    return truth
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -76,6 +76,7 @@ buffer; no aliases, modules' symbols, timeouts or SIGINT handling.
 from __future__ import annotations
 
 import collections
+import io
 import optparse
 import os
 import runpy
@@ -83,6 +84,11 @@ import shlex
 import sys
 import time
 import traceback
+
+try:
+    import drgn  # test-only dependency (imported before crashsim.py
+except ImportError:  # restricts the embedded interpreter's imports)
+    drgn = None
 
 # --------------------------------------------------------------------------
 # Constants of the real module
@@ -195,6 +201,7 @@ class _State:
         self.progs_dir = None
         self.registered: dict = {}       # name -> (short, synopsis, help)
         self.commands: dict = {}         # name -> func(line) (test-defined)
+        self.aliases: dict = {}          # crash's runtime aliases
         self.sys_output = None
         self.types: dict = {}
         self.pending = ""                # written but not flushed (Python buffer)
@@ -203,6 +210,10 @@ class _State:
         self.hooks = None                # (enter, exit) set by pykdump.API
         self.entered = False             # enter hook ran for the current run
         self.last_output = ""
+        # crashsim.py: crash's terminal is this real file descriptor (fp):
+        # C output goes straight to it (fprintf + fflush), Python output
+        # through a new buffered file object per epython run.
+        self.fd = None
 
 
 _st = _State()
@@ -218,8 +229,8 @@ def standin_open(vmlinux=None, vmcore=None, *, pykdumppath=None,
     once, as the real extension reads it when it loads.  ``progs_dir``
     plays the extension's built-in ``progs/``.  Returns the drgn Program.
     """
-    import drgn  # test-only dependency
-
+    if drgn is None:
+        raise RuntimeError("pykdump stand-in: drgn is not installed")
     vmlinux = vmlinux or os.environ.get("CRASHEXT_STANDIN_VMLINUX")
     vmcore = vmcore or os.environ.get("CRASHEXT_STANDIN_VMCORE")
     if not vmlinux or not vmcore:
@@ -259,6 +270,7 @@ def standin_reset(pykdumppath=None, progs_dir=None) -> None:
         _st.progs_dir = os.fspath(progs_dir)
     _st.registered = {}
     _st.commands = {}
+    _st.aliases = {}
     _st.pending = ""
     _st.shown = []
     _st.last_output = ""
@@ -324,7 +336,6 @@ def _standin_type(name):
 
 
 def _strip_type(t):
-    import drgn
     while True:
         t = t.unqualified()
         if t.kind == drgn.TypeKind.TYPEDEF:
@@ -334,7 +345,6 @@ def _strip_type(t):
 
 
 def _is_su(t) -> bool:
-    import drgn
     return _strip_type(t).kind in (drgn.TypeKind.STRUCT, drgn.TypeKind.UNION,
                                    drgn.TypeKind.CLASS)
 
@@ -366,7 +376,6 @@ def _standin_member(sname, path):
 
 
 def _sizeof(t):
-    import drgn
     try:
         return drgn.sizeof(t)
     except Exception:
@@ -718,6 +727,8 @@ def _crash_command(line: str) -> str:
         raise _StopScript(line)
     if name in _st.commands:
         return _st.commands[name](line)
+    if name == "alias":
+        return _alias(argv[1:])
     if name == "sys" and len(argv) == 1:
         return _sys_output()
     if name == "help" and len(argv) == 2 and _is_epython_cmd(argv[1]):
@@ -726,6 +737,26 @@ def _crash_command(line: str) -> str:
         raise StandinUnsupported(
             "crash command %r is not emulated by the pykdump stand-in" % line)
     return "crash: command not found: %s\n" % name
+
+
+def _alias(argv) -> str:
+    """crash's ``alias [NAME [COMMAND...]]`` (runtime aliases): an alias
+    named like a command is refused; the listing is crash's."""
+    head = "ORIGIN   ALIAS    COMMAND\n"
+    if not argv:
+        return head + "".join("runtime  %-8s %s\n" % kv
+                              for kv in _st.aliases.items())
+    name = argv[0]
+    if len(argv) == 1:
+        if name not in _st.aliases:
+            raise error("alias: %s: alias does not exist\n" % name)
+        return head + "runtime  %-8s %s\n" % (name, _st.aliases[name])
+    if name in CRASH_BUILTINS or _is_epython_cmd(name) \
+            or name in _st.commands:
+        raise error("alias: cannot alias existing command name: %s\n"
+                    % name)
+    _st.aliases[name] = " ".join(argv[1:])
+    return head + "runtime  %-8s %s\n" % (name, _st.aliases[name])
 
 
 def exec_crash_command(cmd, timeout=None):
@@ -765,6 +796,11 @@ def register_epython_prog(*args):
               % (_st.ext_filename, name))
         return False
     _st.registered[name] = tuple(args[1:])
+    if name in _st.aliases:
+        # crash 8.0.2 (checked in test_real_crash_alias_and_registration)
+        del _st.aliases[name]
+        _show_direct('alias "%s" deleted: name clash with extension '
+                     'command\n' % name)
     return True
 
 
@@ -825,7 +861,28 @@ class _CrashFile:
 
 def _show_direct(text: str) -> None:
     """fprintf(fp, ...) + fflush(fp) in C: bypasses the Python buffer."""
+    if _st.fd is not None:
+        os.write(_st.fd, text.encode("utf-8", "replace"))
+        return
     _st.shown.append(text)
+
+
+def standin_use_fd(fd: int) -> None:
+    """Make ``fd`` crash's terminal (``fp``), as crashsim.py does: C-level
+    lines are written to it at once, and every top-level epython run gets
+    a new Python file object on it, as PyKdump's connect2fp() does
+    (``PyFile_FromFd(fileno(fp), "<crash fp>", "w", -1, ..., closefd=0)``:
+    line-buffered on a terminal, block-buffered on a file or pipe).  The
+    object stays sys.stdout/sys.stderr after the run until the next run
+    replaces it, so output a script did not flush is written only when
+    that object is released."""
+    _st.fd = fd
+
+
+def _crash_fp():
+    if _st.fd is None:
+        return _CrashFile()
+    return io.open(_st.fd, "w", -1, None, None, None, False)
 
 
 def _execute_prog(argv) -> None:
@@ -839,7 +896,7 @@ def _execute_prog(argv) -> None:
         _show_direct(" Cannot open the file <%s>\n" % path)
         return
     path = os.path.abspath(path)
-    stream = _CrashFile()
+    stream = _crash_fp()
     saved = (sys.stdout, sys.stderr, sys.argv, list(sys.path), _st.entered)
     # PYKDUMPPATH directories are on the embedded interpreter's sys.path.
     for d in reversed(_st.pykdumppath):
@@ -870,10 +927,20 @@ def _execute_prog(argv) -> None:
                 traceback.print_exc(file=stream)
     finally:
         _st.run_depth -= 1
-        out = sys.stdout
-        if out is not stream and hasattr(out, "close") and not out.closed:
-            out.close()                  # --ofile FILE
-        sys.stdout, sys.stderr, sys.argv, sys.path[:], _st.entered = saved
+        if _st.fd is not None:
+            # PyKdump leaves sys.stdout (its crash fp object, or the
+            # --ofile file) in place; the next run's connect2fp()
+            # replaces it (a nested run, exec_epython_command(), too: the
+            # calling script then writes to the nested run's object).
+            # sys.path is reset (Py_SetPath(wstdpath)).
+            _, _, sys.argv, sys.path[:], _st.entered = saved
+        else:
+            out = sys.stdout
+            if out is not stream and hasattr(out, "close") \
+                    and not out.closed:
+                out.close()              # --ofile FILE
+            sys.stdout, sys.stderr, sys.argv, sys.path[:], _st.entered = \
+                saved
 
 
 def _call_enter_hook() -> None:
@@ -894,8 +961,8 @@ def _call_enter_hook() -> None:
 
 def _top_level(fn, *a) -> str:
     """Run ``fn`` as one crash command and return what crash shows."""
-    if _st.run_depth:
-        fn(*a)
+    if _st.run_depth or _st.fd is not None:
+        fn(*a)            # (with a real fd, crash's output is on it)
         return ""
     # PyKdump's connect2fp() replaces sys.stdout: the old object's unflushed
     # buffer is written when it is released, i.e. now.
@@ -959,6 +1026,9 @@ def standin_command(line: str) -> str:
         return _top_level(_execute_prog, argv[1:])
     if argv[0] in _st.registered:
         return _top_level(_execute_prog, argv)
+    if argv[0] in _st.aliases and argv[0] not in _st.commands:
+        rest = line.strip()[len(argv[0]):]
+        return standin_command(_st.aliases[argv[0]] + rest)
     try:
         return exec_crash_command(line)
     except error as e:

@@ -30,6 +30,7 @@ the banner), no sys_info-based banner when stdout is a file.
 """
 
 import os
+import stat
 import sys
 import time
 
@@ -233,8 +234,8 @@ def symbol_exists(sym):
 # Values: StructResult, tPtr, SmartString and type-driven readers
 # --------------------------------------------------------------------------
 def _kinds():
-    import drgn
-    return drgn.TypeKind, drgn.PrimitiveType
+    # drgn lives behind the C module (the real API has no drgn to import).
+    return crash.drgn.TypeKind, crash.drgn.PrimitiveType
 
 
 class SmartString(str):
@@ -584,7 +585,23 @@ def enter_epython():
         sys.stdout = open(o["filename"], "w")
     sys.argv[1:] = stripped[1:]
     API_options.dumpcache = o["dumpcache"]
+    if isfileoutput():
+        # PyKdump names the command and the dump when stdout is a file.
+        text = " %s (%s) " % (os.path.abspath(
+            sys_info.DUMPFILE.split()[0]), sys_info.RELEASE)
+        print("\n   {:*^60s}".format(" ".join(_oldargv)))
+        print(" {:o^77s}".format(text))
     sys.path.insert(0, os.path.dirname(sys.argv[0]))
+
+
+def isfileoutput():
+    """stdout is a regular file (not a terminal, not a pipe)."""
+    try:
+        if sys.stdout.isatty():
+            return False
+        return stat.S_ISREG(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, AttributeError, ValueError):
+        return False
 
 
 def exit_epython():
