@@ -38,10 +38,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..findings import CODES, SEVERITY_RANK
-try:
-    from ..jsontext import dumps
-except ImportError:         # TEMPORARY until main's jsontext is merged
-    from json import dumps
+from ..jsontext import dumps
 
 #: The ``format`` of the JSON document and of the JSON Lines totals line.
 FORMAT = "crashext.scan/1"
