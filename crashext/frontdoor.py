@@ -451,7 +451,7 @@ def _run_command(mem: Memory, command: str, ns: argparse.Namespace,
     """check, chat, dump or scan, printed through ``rep``."""
     if command == "scan":
         return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types,
-                    slab=ns.slab)
+                    top=ns.top, slab=ns.slab)
     specs = target_specs(mem, ns.targets)
     fmt = "chat" if command == "chat" else ns.fmt
     opts = render_opts(command, fmt, getattr(ns, "flat", False),

@@ -454,6 +454,42 @@ def test_xa_scan_runs_with_pykdumps_stdlib_only(args):
     assert p.stdout == cli.stdout
 
 
+STRICT_FORMS = [["scan", "-f", "jsonl"], ["scan", "-f", "jsonl", "--all"],
+                ["scan", "--top", "2"], ["scan", "--top", "0", "--slab"],
+                ["scan", "-f", "json", "--slab"]]
+
+
+@pytest.mark.lab
+def test_xa_scan_forms_in_the_strict_pykdump_standin(tmp_path):
+    """The same through ``crash -i CMDS | ...`` in the strict stand-in
+    (tests/pykdump_standin/crashsim.py: PyKdump's zipped pylib and
+    sys.path): each form's output, between its command line and
+    PyKdump's timing line, is the CLI's."""
+    import re
+    if os.path.join(ROOT, "tests") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from strict_crash import run_batch
+    import crashext.crash as xacrash
+    m, path, _truth = _planted()
+    lines = ["epython %s" % xacrash.register_script()] + [
+        "xa " + " ".join(f) for f in STRICT_FORMS]
+    out = run_batch(m["vmlinux"], path, lines,
+                    pykdumppath=[xacrash.progs_dir()], workdir=str(tmp_path))
+    parts = re.split(r"^crash> (.*)\n", out, flags=re.M)
+    sec = list(zip(parts[1::2], parts[2::2]))
+    assert [c for c, _ in sec] == lines
+    for (cmd, text), form in zip(sec[1:], STRICT_FORMS):
+        assert text.count("\n ** Execution took") == 1, (cmd, text[-300:])
+        body = text.partition("\n ** Execution took")[0]
+        cli = _cli(form[0], "-c", path, "-k", m["vmlinux"], "-q", *form[1:])
+        # Only why memory was unreadable is the backend's own wording
+        # (drgn: "address is not mapped"; PyKdump: "readmem error at ...")
+        same = re.compile(r'"reason": "[^"]*"')
+        assert cli.returncode == 1 and same.sub("R", body) == \
+            same.sub("R", cli.stdout), (cmd, body[:300], cli.stdout[:300])
+    assert '"reason": "readmem error at addr' in sec[1][1]
+
+
 # ----------------------------------------------------------------------
 # Progress
 
