@@ -284,8 +284,7 @@ def scan(mem: Optional[Memory], rep: Reporter, fmt: str = "table",
             out = O.writer(fmt, rep.write, include_clean,
                            O.DEFAULT_TOP if top is None else top)
         totals.merge(t)
-        for p in pieces:
-            out.put(p)
+        out.put_all(pieces)
     if out is None:
         out = O.writer(fmt, rep.write, include_clean,
                        O.DEFAULT_TOP if top is None else top)

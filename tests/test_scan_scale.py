@@ -255,8 +255,9 @@ def test_rows_are_written_before_the_next_unit_is_scanned(fmt, monkeypatch):
     src = Watched(mem, Form(fmt, True), fs_types=None)
     frontdoor.scan(mem, rep, fmt, include_clean=True, source=src)
     # when unit i+1 is handed over, every piece of unit i is written
-    for (text, _), (_, prev_pieces) in zip(seen[1:], seen[:-1]):
-        assert all(p in text for p in prev_pieces)
+    for (text, _), (_, prev) in zip(seen[1:], seen[:-1]):
+        assert prev[1] in text                      # (rows, their text)
+    assert sum(n for _, (n, _t) in seen) > 20
     out = "".join(written)
     if fmt == "json":
         doc = json.loads(out)
@@ -303,7 +304,8 @@ def test_parallel_output_is_byte_identical(family):
                   ["-f", "json", "--slab"], ["-f", "jsonl", "--all"]):
         one = _cli(*base, "-j", "1", *extra)
         assert one.returncode == want, (extra, one.stderr)
-        for j in ("2", "3"):
+        for j in (("2", "3") if extra == ["-f", "jsonl", "--all"] else
+                  ("2",)):
             par = _cli(*base, "-j", j, *extra)
             assert (par.returncode, par.stdout, par.stderr) == \
                 (one.returncode, one.stdout, one.stderr), (j, extra)

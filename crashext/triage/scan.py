@@ -575,17 +575,17 @@ class Scanner:
                 row.path = _path_of(mem, row.inode)
             yield row
 
-    def batch(self, unit: Unit, form: Form) -> Tuple[List[Any], Totals]:
-        """The unit's rows as ``form`` keeps them (pieces) and their
-        totals: what a ``scan -j N`` worker sends, and what one process
-        writes (so both print the same)."""
+    def batch(self, unit: Unit, form: Form) -> Tuple[Any, Totals]:
+        """The unit's rows as ``form`` keeps them (its pieces, packed:
+        :meth:`Form.pack`) and their totals: what a ``scan -j N`` worker
+        sends, and what one process writes (so both print the same)."""
         totals = Totals()
         pieces: List[Any] = []
         for row in self.rows(unit):
             totals.add(row)
             if form.wants(row):
                 pieces.append(form.piece(row))
-        return pieces, totals
+        return form.pack(pieces), totals
 
 
 # ----------------------------------------------------------------------
@@ -738,8 +738,8 @@ def slab_summary(mem: Memory) -> Dict[str, Any]:
 
 
 class LocalScan:
-    """The scan in this process, unit by unit, as ``(pieces, totals)``
-    batches of ``form`` (:meth:`Scanner.batch`); after the last batch,
+    """The scan in this process, unit by unit, as ``(packed pieces,
+    totals)`` batches of ``form`` (:meth:`Scanner.batch`); after the last batch,
     ``slab`` holds :func:`slab_summary` when asked for.  ``progress`` as
     for :func:`scan`.  :class:`crashext.triage.scanjobs.ParallelScan` is
     the same over N processes."""
@@ -752,7 +752,7 @@ class LocalScan:
         self.opts = opts
         self.slab: Optional[Dict[str, Any]] = None
 
-    def __iter__(self) -> Iterator[Tuple[List[Any], Totals]]:
+    def __iter__(self) -> Iterator[Tuple[Any, Totals]]:
         sc = Scanner(self.mem, **self.opts)
         plan = sc.plan()
         progress = self.progress

@@ -97,7 +97,7 @@ class ParallelScan:
         self.slab: Optional[Dict[str, Any]] = None
         self.lost: List[int] = []
 
-    def __iter__(self) -> Iterator[Tuple[List[Any], Totals]]:
+    def __iter__(self) -> Iterator[Tuple[Any, Totals]]:
         # fork: the workers get open_mem and the form without pickling;
         # the parent has not opened the dump (drgn's threads are the
         # workers' own).
@@ -122,10 +122,10 @@ class ParallelScan:
                 p.join(5)
 
     def _merge(self, procs: List[Any], conns: Dict[Any, Any]
-               ) -> Iterator[Tuple[List[Any], Totals]]:
+               ) -> Iterator[Tuple[Any, Totals]]:
         plan: Optional[Tuple[Any, int, list]] = None
         fails: List[str] = []
-        pending: Dict[int, Tuple[List[Any], Totals]] = {}
+        pending: Dict[int, Tuple[Any, Totals]] = {}
         nxt = done = trees = 0
         progress = self.progress
         open_conns = dict(conns)
@@ -194,14 +194,13 @@ class ParallelScan:
                       "done": True})
 
 
-def _lost_unit(where: str, codes: str, form: Form
-               ) -> Tuple[List[Any], Totals]:
+def _lost_unit(where: str, codes: str, form: Form) -> Tuple[Any, Totals]:
     row = ScanRow("error", "error", where=where,
                   error="not scanned: its worker process died (exit code "
                   "%s)" % (codes or "?"))
     t = Totals()
     t.add(row)
-    return [form.piece(row)] if form.wants(row) else [], t
+    return form.pack([form.piece(row)] if form.wants(row) else []), t
 
 
 def default_jobs() -> int:

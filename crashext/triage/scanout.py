@@ -27,6 +27,7 @@ tempfile are in its standard library, json is not (JSON text comes from
 >>> for row in rows:                                           # doctest: +SKIP
 ...     totals.add(row)
 ...     if form.wants(row): w.put(form.piece(row))
+>>> w.put_all(form.pack(pieces))     # a unit's pieces at once  # doctest: +SKIP
 >>> w.finish(totals)                                           # doctest: +SKIP
 """
 
@@ -262,6 +263,16 @@ class Form:
             return (row.rank_key(), row.summary())
         return dumps(row.to_dict(), sort_keys=True)
 
+    def pack(self, pieces: List[Any]) -> Any:
+        """A unit's pieces as its writer's :meth:`_Writer.put_all` takes
+        them: the table's list as is, the JSON forms' text joined (one
+        string: cheap to send from a worker)."""
+        if self.fmt == "table":
+            return pieces
+        if self.fmt == "jsonl":
+            return (len(pieces), "".join(p + "\n" for p in pieces))
+        return (len(pieces), ",\n    ".join(pieces))
+
 
 def _indent(text: str, pad: str) -> str:
     """``text`` with every line but the first indented by ``pad`` (JSON
@@ -300,6 +311,11 @@ class _Writer:
     def put(self, piece: Any) -> None:
         raise NotImplementedError
 
+    def put_all(self, packed: Any) -> None:
+        """A unit's pieces, as :meth:`Form.pack` packed them."""
+        for piece in packed:
+            self.put(piece)
+
     def finish(self, totals: Totals, slab: Optional[Dict[str, Any]] = None
                ) -> None:
         raise NotImplementedError
@@ -312,6 +328,10 @@ class JsonLinesWriter(_Writer):
 
     def put(self, piece: str) -> None:
         self._out(piece + "\n")
+
+    def put_all(self, packed: Tuple[int, str]) -> None:
+        if packed[0]:
+            self._out(packed[1])
 
     def finish(self, totals: Totals, slab: Optional[Dict[str, Any]] = None
                ) -> None:
@@ -335,8 +355,13 @@ class JsonDocWriter(_Writer):
         self._out('{\n  "format": %s,\n  "rows": [' % dumps(FORMAT))
 
     def put(self, piece: str) -> None:
-        self._out(("," if self._rows else "") + "\n    " + piece)
-        self._rows += 1
+        self.put_all((1, piece))
+
+    def put_all(self, packed: Tuple[int, str]) -> None:
+        n, text = packed
+        if n:
+            self._out(("," if self._rows else "") + "\n    " + text)
+            self._rows += n
 
     def finish(self, totals: Totals, slab: Optional[Dict[str, Any]] = None
                ) -> None:
