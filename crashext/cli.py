@@ -255,6 +255,10 @@ def crashrc(mpykdump, wrapper, crash_bin, shell):
     sys.exit(EXIT_CLEAN)
 
 
+class _ReaderLeft(BaseException):
+    """stdout's reader went away (``crashext scan ... | head``)."""
+
+
 @main.command()
 @source_options
 @click.option("--format", "-f", "fmt", default="table", show_default=True,
@@ -290,6 +294,12 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
     rep = _ClickReporter(prog)
 
     def body() -> int:
+        try:
+            return run()
+        except BrokenPipeError:
+            raise _ReaderLeft()
+
+    def run() -> int:
         if jobs == 1:
             mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan")
             return frontdoor.scan(mem, rep, fmt, include_clean, fs_types,
@@ -312,6 +322,14 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
                               top=top, source=source)
     try:
         status = _guarded(debug, body)
+    except KeyboardInterrupt:           # workers end with their parent
+        prog.close()
+        _fail("interrupted")
+        status = EXIT_FAILED
+    except _ReaderLeft:                 # the reader left (| head): quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = EXIT_FAILED
     finally:
         prog.close()
     sys.exit(status)

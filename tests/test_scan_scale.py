@@ -54,6 +54,18 @@ def _planted():
     return m, truth["planted"], truth
 
 
+def _manyfiles():
+    """(manifest, ELF dump) of the smallest 6.1 --manyfiles lab run
+    (../shared/lab/mkdump.sh --quick --manyfiles N), or skip."""
+    from tests.lab import labdumps
+    for n in (50000, 100000, 200000):
+        m = labdumps.load_manifest("6.1-many%d" % n)
+        if m is not None and labdumps.dump_path(m, "elf"):
+            return m, labdumps.dump_path(m, "elf")
+    pytest.skip("no 6.1 --manyfiles lab run (../shared/lab/mkdump.sh "
+                "--quick --manyfiles 50000)")
+
+
 # ----------------------------------------------------------------------
 # The plan
 
@@ -367,6 +379,49 @@ def test_a_killed_worker_loses_its_unit_and_says_so():
     assert rows[-1]["by_verdict"] == {"clean": len(want) - 1, "error": 1}
     assert "LOST [%d]" % [u.n for u in sc.plan().units if any(
         r.inode == victim for r in sc.trees(u))][0] in p.stderr
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_reader_that_leaves_is_no_error(jobs):
+    """``crashext scan -f jsonl --all | head -1``: the first row comes
+    out, the scan stops quietly when the reader goes (workers too).
+    On a --manyfiles lab run: its rows do not fit in a pipe."""
+    m, path = _manyfiles()
+    p = subprocess.Popen(
+        [sys.executable, "-c", "from crashext.cli import main; main()",
+         "scan", "-c", path, "-k", m["vmlinux"], "-f", "jsonl", "--all",
+         "-j", jobs], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT)
+    first = json.loads(p.stdout.readline())
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=600) == 2
+    assert first["kind"] in ("inode", "error") and err == ""
+
+
+@pytest.mark.lab
+def test_ctrl_c_ends_the_workers_with_one_line():
+    """^C on a terminal (SIGINT to the whole process group) during
+    ``scan -j 2``: one line, exit 2, no worker left behind."""
+    import signal
+    m, path = _manyfiles()
+    p = subprocess.Popen(
+        [sys.executable, "-c", "from crashext.cli import main; main()",
+         "scan", "-c", path, "-k", m["vmlinux"], "-f", "jsonl", "--all",
+         "-j", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT, start_new_session=True)
+    p.stdout.readline()                         # the scan is under way
+    with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
+        workers = [int(x) for x in f.read().split()]
+    assert len(workers) == 2
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2
+    assert err.decode() == "crashext: error: interrupted\n"
+    for w in workers:
+        assert not os.path.exists("/proc/%d" % w) or \
+            open("/proc/%d/stat" % w).read().split()[2] == "Z"
 
 
 def test_parallel_bad_input_is_one_line(tmp_path):
