@@ -7,10 +7,10 @@ Quiet (draws nothing, costs nothing) when the stream is not a terminal or
 when asked (``--quiet``).  Used by ``crashext scan`` and ``crashext
 triage``; standard library only (time, sys).
 
->>> p = Progress("triage", total=len(dumps), unit="dumps")  # doctest: +SKIP
->>> for d in dumps:                                       # doctest: +SKIP
-...     work(d); p.advance()
->>> p.close()                                             # doctest: +SKIP
+>>> with Progress("triage", total=len(dumps), unit="dumps",
+...               quiet=quiet) as p:                     # doctest: +SKIP
+...     for d in dumps:
+...         work(d); p.advance()
 
 Another writer on the same terminal calls :meth:`clear` before it
 writes; the line comes back at the next update.
@@ -134,6 +134,12 @@ class Progress:
         """Erase the line for good."""
         self.clear()
         self.active = False
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # -- adapters ------------------------------------------------------
 
