@@ -23,6 +23,13 @@ CPU cost per tree is the same with the tree's user+system CPU time,
 which other jobs on the machine disturb less than wall time.  Every
 ``-j 2`` output is compared with the ``-j 1`` output (sha256).
 
+Speedup (wall) is ``-j 1``'s wall time over ``-j 2``'s.  On a machine
+other jobs keep busy it says little: Linux shares the CPUs between
+sessions (autogroup), so the two workers of one command get no more CPU
+than one process would.  Speedup (CPU) is ``-j 1``'s CPU time over the
+busiest process's CPU time under ``-j 2`` (sampled from
+``/proc/PID/stat``): the speedup when each worker has a core.
+
 Usage::
 
     python3 bench/bench_scan.py                       # find the runs
@@ -113,6 +120,19 @@ def _status(pid: int) -> Dict[str, int]:
     return d
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> Optional[float]:
+    """utime + stime of ``pid`` so far, in seconds."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def measure(args: List[str], out_path: str, sample: float) -> Dict[str, Any]:
     """Run ``crashext ARGS`` (stdout to ``out_path``) and watch its
     process tree."""
@@ -121,6 +141,7 @@ def measure(args: List[str], out_path: str, sample: float) -> Dict[str, Any]:
     with open(out_path, "w") as out, tempfile.TemporaryFile() as errf:
         p = subprocess.Popen(cmd + args, stdout=out, stderr=errf, cwd=ROOT)
         peak = {"private": 0, "file": 0, "total": 0, "procs": 0}
+        cpus: Dict[int, float] = {}         # last CPU seen per process
         while True:
             # wait4: the child's own rusage, its reaped workers included
             # (ru_maxrss: the largest of them; CPU: their sum).
@@ -133,6 +154,10 @@ def measure(args: List[str], out_path: str, sample: float) -> Dict[str, Any]:
                 pids.extend(_children(pids[i]))
                 i += 1
             st = [_status(x) for x in pids]
+            for x in pids:
+                c = _cpu(x)
+                if c is not None:
+                    cpus[x] = c
             for key, field in (("private", "RssAnon"), ("file", "RssFile"),
                                ("total", "VmRSS")):
                 peak[key] = max(peak[key], sum(s.get(field, 0) for s in st))
@@ -148,6 +173,7 @@ def measure(args: List[str], out_path: str, sample: float) -> Dict[str, Any]:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return {"wall": wall, "cpu": cpu, "rc": p.returncode, "stderr": err,
+            "max_proc_cpu": max(cpus.values()) if cpus else cpu,
             "private_mb": peak["private"] / 1024, "file_mb": peak["file"] / 1024,
             "total_mb": peak["total"] / 1024, "procs": peak["procs"],
             "hwm_mb": ru.ru_maxrss / 1024, "sha256": h.hexdigest(),
@@ -202,59 +228,65 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     results: List[Dict[str, Any]] = []
     tmp = tempfile.mkdtemp(prefix="bench-scan-")
+    load = [os.getloadavg()[0]]
     try:
-        for n, m in runs.items():
-            src = ["scan", "-c", m["elf"], "-k", m["vmlinux"], "-q"]
-            start = min(measure(src + ["--fs", "no-such-fs"],
-                                os.path.join(tmp, "start"), a.sample)
-                        ["wall"] for _ in range(a.reps))
-            start_cpu = measure(src + ["--fs", "no-such-fs"],
-                                os.path.join(tmp, "start"),
-                                a.sample)["cpu"]
-            ref = None
-            for name, extra in CONFIGS:
-                best: Optional[Dict[str, Any]] = None
-                for _ in range(a.reps):
+        # Repetitions outermost: every configuration of a run is measured
+        # close in time to the others (other jobs on the machine come and
+        # go); the best of the repetitions is kept.
+        best: Dict[Any, Dict[str, Any]] = {}
+        starts: Dict[int, List[float]] = {}
+        for _rep in range(a.reps):
+            for n, m in runs.items():
+                src = ["scan", "-c", m["elf"], "-k", m["vmlinux"], "-q"]
+                r0 = measure(src + ["--fs", "no-such-fs"],
+                             os.path.join(tmp, "start"), a.sample)
+                s0 = starts.setdefault(n, [r0["wall"], r0["cpu"]])
+                s0[0], s0[1] = min(s0[0], r0["wall"]), min(s0[1], r0["cpu"])
+                for name, extra in CONFIGS:
                     r = measure(src + extra, os.path.join(tmp, "out"),
                                 a.sample)
+                    load.append(os.getloadavg()[0])
                     if r["rc"] not in (0, 1):
                         raise SystemExit("%s failed (%d): %s"
                                          % (name, r["rc"], r["stderr"]))
-                    if best is None:
-                        best = r
-                    else:
-                        for k in ("wall", "cpu"):
-                            best[k] = min(best[k], r[k])
-                        for k in ("private_mb", "file_mb", "total_mb",
-                                  "hwm_mb"):
-                            best[k] = max(best[k], r[k])
-                        assert best["sha256"] == r["sha256"]
-                assert best is not None
-                key = "all" if "--all" in extra else "plain"
-                if extra[1] == "1":
-                    ref = ref or {}
-                    ref[key] = best
-                same = None
-                if extra[1] != "1" and ref and key in ref:
-                    same = ref[key]["sha256"] == best["sha256"]
-                trees = best["trees"] or 0
-                best.update(files=n, run=os.path.basename(m["run"]),
-                            config=name, start=start, start_cpu=start_cpu,
-                            same_as_j1=same,
-                            us_per_tree=(1e6 * (best["wall"] - start)
-                                         / trees if trees else None),
-                            cpu_us_per_tree=(1e6 * (best["cpu"] - start_cpu)
-                                             / trees if trees else None))
-                if extra[1] != "1" and ref and key in ref:
-                    best["speedup"] = ref[key]["wall"] / best["wall"]
-                results.append(best)
-                print("# %s %s: %.2f s" % (n, name, best["wall"]),
-                      file=sys.stderr)
+                    print("# %s %s: %.2f s (load %.1f)" % (
+                        n, name, r["wall"], load[-1]), file=sys.stderr)
+                    b = best.get((n, name))
+                    if b is None:
+                        best[(n, name)] = dict(r, run=os.path.basename(
+                            m["run"]), files=n, config=name, extra=extra)
+                        continue
+                    if b["sha256"] != r["sha256"]:
+                        raise SystemExit("%s %s: output differs between "
+                                         "repetitions" % (n, name))
+                    for k in ("wall", "cpu", "max_proc_cpu"):
+                        b[k] = min(b[k], r[k])
+                    for k in ("private_mb", "file_mb", "total_mb", "hwm_mb"):
+                        b[k] = max(b[k], r[k])
+        for (n, name), b in best.items():
+            key = "all" if "--all" in b["extra"] else "plain"
+            ref = best[(n, "-j 1" + (" --all -f json" if key == "all"
+                                     else ""))]
+            start, start_cpu = starts[n]
+            trees = b["trees"] or 0
+            b.update(start=start, start_cpu=start_cpu,
+                     us_per_tree=(1e6 * (b["wall"] - start) / trees
+                                  if trees else None),
+                     cpu_us_per_tree=(1e6 * (b["cpu"] - start_cpu) / trees
+                                      if trees else None),
+                     same_as_j1=(None if b is ref
+                                 else b["sha256"] == ref["sha256"]))
+            if b is not ref:
+                b["speedup"] = ref["wall"] / b["wall"]
+                b["cpu_speedup"] = ref["cpu"] / b["max_proc_cpu"]
+            results.append(b)
     finally:
         for f in os.listdir(tmp):
             os.unlink(os.path.join(tmp, f))
         os.rmdir(tmp)
     print(table(results))
+    print("\nload average (1 min) during the runs: %.1f-%.1f; best of %d"
+          % (min(load), max(load), a.reps))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
@@ -262,15 +294,20 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def table(results: List[Dict[str, Any]]) -> str:
-    rows = ["| files | trees | command | wall s | CPU s | speedup | "
+    rows = ["| files | trees | command | wall s | CPU s | busiest "
+            "process CPU s | speedup (wall) | speedup (CPU) | "
             "private MB | file MB | total MB | hwm MB | us/tree | "
             "CPU us/tree | = -j 1 |",
-            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "---:|---:|---|"]
     for r in results:
-        rows.append("| {:,} | {:,} | `scan {}` | {:.2f} | {:.2f} | {} | {:.0f} "
+        rows.append("| {:,} | {:,} | `scan {}` | {:.2f} | {:.2f} | {:.2f} "
+                    "| {} | {} | {:.0f} "
                     "| {:.0f} | {:.0f} | {:.0f} | {:.1f} | {:.1f} | {} |".format(
                         r["files"], r["trees"] or 0, r["config"], r["wall"],
-                        r["cpu"], "%.2fx" % r["speedup"] if r.get("speedup")
+                        r["cpu"], r["max_proc_cpu"],
+                        "%.2fx" % r["speedup"] if r.get("speedup") else "",
+                        "%.2fx" % r["cpu_speedup"] if r.get("cpu_speedup")
                         else "", r["private_mb"], r["file_mb"],
                         r["total_mb"], r["hwm_mb"], r["us_per_tree"] or 0,
                         r["cpu_us_per_tree"] or 0,
