@@ -19,8 +19,11 @@ from .checks import CheckContext, duplicates, folios, marks, nodes, siblings
 from .explain import Explanation, explain
 from .findings import ERROR, SEVERITY_RANK, Finding
 from .folio import FolioRec, read_folios
+from .impact import Impact, assess
 from .layout import Layout
-from .memory import KERNEL_MIN, Memory
+from . import lost as L
+from .memmap import MemmapResult, find_folios
+from .memory import KERNEL_MIN, CrashextError, Memory
 from .targets import Target, resolve_target
 from .xarray import entry as E
 from .xarray.walk import MAX_NODES, EntryList, Walk, entry_blocks, walk_xarray
@@ -33,6 +36,10 @@ ALL_CHECKS = (
     ("folios", folios.check),
     ("marks", marks.check),
 )
+
+#: Memory map walks ``memmap="auto"`` makes per Memory (dump).
+AUTO_MEMMAP_WALKS = 16
+
 
 def layout_for(mem: Memory) -> Layout:
     """Discover the kernel's struct layout once per Memory object."""
@@ -69,6 +76,8 @@ class Analysis:
     stats: Stats
     notes: List[str] = field(default_factory=list)
     layout: Optional[Layout] = None
+    #: What the damage means for the file (crashext.impact).
+    impact: Optional[Impact] = None
 
     @property
     def errors(self) -> List[Finding]:
@@ -86,7 +95,7 @@ class Analysis:
 
 def _stats(w: Walk, recs: Mapping[int, FolioRec],
            hints: Optional[Dict[str, Any]] = None) -> Stats:
-    s = Stats(nodes=len(w.nodes), node_reads=w.reads)
+    s = Stats(nodes=w.unique_nodes, node_reads=w.reads)
     s.depth = max((n.depth for n in w.nodes), default=-1) + 1
     s.entries = len(w.entries)
     POINTER, VALUE = E.POINTER, E.VALUE
@@ -169,9 +178,17 @@ def _folio_addrs(w: Walk) -> List[int]:
 
 
 def analyze(mem: Memory, target: Union[str, Target],
-            max_nodes: int = MAX_NODES) -> Analysis:
+            max_nodes: int = MAX_NODES, memmap: Any = False,
+            slab_nodes: Optional[Any] = None) -> Analysis:
     """Analyse one tree.  ``target`` is a spec for
     :func:`crashext.targets.resolve_target` or a resolved Target.
+
+    Where lost pages went (:mod:`crashext.lost`): ``memmap`` True walks
+    the memory map for this mapping's folios (:mod:`crashext.memmap`),
+    ``"auto"`` only when nrpages is not accounted for by the tree, or is
+    a :class:`~crashext.memmap.MemmapResult` already made; ``slab_nodes``
+    are the slab walk's node headers (cut-off subtrees), None: not
+    searched.
 
     Raises :class:`crashext.memory.CrashextError` (one-line message) when
     the tree cannot be analysed at all: bad target, unreadable header,
@@ -182,14 +199,15 @@ def analyze(mem: Memory, target: Union[str, Target],
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        return _analyze(mem, target, max_nodes)
+        return _analyze(mem, target, max_nodes, memmap, slab_nodes)
     finally:
         if gc_was_on:
             gc.enable()
 
 
 def _analyze(mem: Memory, target: Union[str, Target],
-             max_nodes: int) -> Analysis:
+             max_nodes: int, memmap: Any = False,
+             slab_nodes: Optional[Any] = None) -> Analysis:
     lay = layout_for(mem)
     if not isinstance(target, Target):
         target = resolve_target(mem, lay, target)
@@ -211,5 +229,53 @@ def _analyze(mem: Memory, target: Union[str, Target],
                  findings=found, explanations=[],
                  stats=_stats(w, recs, ctx.hints),
                  notes=ctx.notes, layout=lay)
+    a.impact = _impact(mem, a, memmap, slab_nodes)
     a.explanations = explain(a)
     return a
+
+
+def _memmap_for(mem: Memory, a: Analysis) -> Optional[MemmapResult]:
+    """This mapping's folios from the memory map, or None (with a note)
+    when the dump does not say where the struct pages are."""
+    try:
+        return find_folios(mem, a.layout, [a.target.mapping])
+    except CrashextError as e:
+        a.notes.append(str(e))
+        return None
+
+
+def _impact(mem: Memory, a: Analysis, memmap: Any,
+            slab_nodes: Optional[Any]) -> Impact:
+    """:func:`crashext.impact.assess` with the memory map walked when
+    asked (``memmap`` True, or "auto" and nrpages unexplained); the
+    accounting's own findings (cut-off nodes, lost folios) join
+    ``a.findings``."""
+    t = a.target
+    pc = t.mapping is not None and not t.swap_cache \
+        and t.fs_type != "hugetlbfs"
+    mm = memmap if isinstance(memmap, MemmapResult) else None
+    if memmap is True and pc:
+        mm = _memmap_for(mem, a)
+    imp = assess(a, mem, mm, slab_nodes)
+    if memmap == "auto" and mm is None and pc and imp.lost is not None \
+            and imp.lost.unexplained:
+        # Each walk reads the whole struct page array: a dump with many
+        # such trees gets AUTO_MEMMAP_WALKS of them, then a note.
+        done = getattr(mem, "_crashext_memmap_walks", 0)
+        if done < AUTO_MEMMAP_WALKS:
+            mem._crashext_memmap_walks = done + 1   # type: ignore
+            mm = _memmap_for(mem, a)
+            if mm is not None:
+                imp = assess(a, mem, mm, slab_nodes)
+        else:
+            imp.notes.append("memory map not searched: %d automatic walks "
+                             "done in this dump already (check --memmap)"
+                             % done)
+    if imp.lost is not None:
+        extra = L.findings(imp.lost)
+        if extra:
+            a.findings.extend(extra)
+            a.findings.sort(key=lambda f: (
+                SEVERITY_RANK.get(f.severity, 9),
+                f.indices[0] if f.indices else -1, f.code))
+    return imp

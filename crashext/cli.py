@@ -127,13 +127,15 @@ def _guarded(debug: bool, body: Callable[[], int]) -> int:
 
 
 def _run(command: str, vmcore, vmlinux, snapshot, targets, fmt,
-         png: Optional[str] = None, debug: bool = False, **opts) -> int:
+         png: Optional[str] = None, debug: bool = False,
+         memmap: bool = False, slab: bool = False, **opts) -> int:
     """Analyse every target; print; return the exit code."""
 
     def body() -> int:
         mem = open_memory(vmcore, vmlinux, snapshot)
         return frontdoor.analyze_targets(mem, command, _targets(mem, targets),
-                                         fmt, _ClickReporter(), png, **opts)
+                                         fmt, _ClickReporter(), png,
+                                         memmap=memmap, slab=slab, **opts)
     return _guarded(debug, body)
 
 
@@ -155,6 +157,17 @@ def format_option(default: str) -> Callable:
                         help="Output form.")
 
 
+def lost_options(f: Callable) -> Callable:
+    """--memmap and --slab: where the tree's lost pages went."""
+    f = click.option("--slab", is_flag=True,
+                     help="Also search the radix_tree_node slab for nodes "
+                          "cut off the tree.")(f)
+    f = click.option("--memmap", is_flag=True,
+                     help="Also search the memory map (struct pages) for "
+                          "this file's folios the tree lost.")(f)
+    return f
+
+
 TARGET_HELP = ("TARGET: an inode, address_space, struct xarray, struct file "
                "or folio address (hex, 0x optional; prefix inode:, mapping:, "
                "xarray:, file:, folio: to force the kind), or a file path in "
@@ -171,11 +184,12 @@ def main() -> None:
 @source_options
 @format_option("table")
 @click.option("--png", metavar="FILE", help="Also draw the broken node(s).")
+@lost_options
 @click.argument("targets", nargs=-1)
-def check(vmcore, vmlinux, snapshot, debug, fmt, png, targets):
+def check(vmcore, vmlinux, snapshot, debug, fmt, png, memmap, slab, targets):
     """Walk TARGET's i_pages, run every check, print the findings."""
     sys.exit(_run("check", vmcore, vmlinux, snapshot, targets, fmt, png,
-                  debug))
+                  debug, memmap, slab))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -183,12 +197,14 @@ def check(vmcore, vmlinux, snapshot, debug, fmt, png, targets):
 @click.option("--png", metavar="FILE", help="Also draw the broken node(s).")
 @click.option("--grouped", is_flag=True,
               help="Write addresses as ffff8880_0a3c4000.")
+@lost_options
 @click.argument("targets", nargs=-1)
-def chat(vmcore, vmlinux, snapshot, debug, png, grouped, targets):
+def chat(vmcore, vmlinux, snapshot, debug, png, grouped, memmap, slab,
+         targets):
     """A chat-ready summary (60 columns, verdict first)."""
     opts = frontdoor.render_opts("chat", "chat", grouped=grouped)
     sys.exit(_run("chat", vmcore, vmlinux, snapshot, targets, "chat", png,
-                  debug, **opts))
+                  debug, memmap, slab, **opts))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -275,7 +291,12 @@ class _ReaderLeft(BaseException):
                    "the swap cache).")
 @click.option("--slab", is_flag=True,
               help="Also walk every xa_node of the radix_tree_node slab "
-                   "(finds nodes no tree reaches).")
+                   "(finds nodes no tree reaches; counts cut-off subtrees "
+                   "in each tree's nrpages).")
+@click.option("--no-memmap", "no_memmap", is_flag=True,
+              help="Never search the memory map for lost folios (by "
+                   "default: for trees whose nrpages is not accounted "
+                   "for).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1,
               show_default=True, metavar="N",
               help="Processes to split the scan over (each opens the "
@@ -283,7 +304,7 @@ class _ReaderLeft(BaseException):
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress line on a terminal.")
 def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
-         fs_types, slab, jobs, quiet):
+         fs_types, slab, no_memmap, jobs, quiet):
     """Check every page cache of a dump, worst first.
 
     Progress (done/total inodes, rate, ETA) goes to stderr when it is a
@@ -304,7 +325,7 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
             mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan")
             return frontdoor.scan(mem, rep, fmt, include_clean, fs_types,
                                   progress=prog.scan_callback(), top=top,
-                                  slab=slab)
+                                  slab=slab, memmap=not no_memmap)
         # Check the sources here (one error line, no worker started);
         # each worker opens the dump itself.
         check_sources(vmcore, vmlinux, snapshot, whole_dump="scan")
@@ -317,7 +338,8 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
         source = ParallelScan(
             lambda: open_memory(vmcore, vmlinux, None, whole_dump="scan"),
             jobs, Form(fmt, include_clean), progress=prog.scan_callback(),
-            slab=slab, fs_types=fs_types or None)
+            slab=slab, fs_types=fs_types or None,
+            memmap=False if no_memmap else "auto")
         return frontdoor.scan(None, rep, fmt, include_clean, fs_types,
                               top=top, source=source)
     try:

@@ -83,8 +83,14 @@ def _dup(a: Any, i: int, f: Any, chunk_shift: int) -> Explanation:
                 lines.append("folio->index %s matches no copy"
                              % fmt.hx(fi))
     else:
-        lines.append("in %d nodes: cross-tree or stale copy"
-                     % len(set(f.extra.get("nodes", []))))
+        nodes = set(f.extra.get("nodes") or [])
+        if len(nodes) == 1:
+            lines.append("in node %s at %d positions:" % (
+                fmt.hx(nodes.pop()), len(slots)))
+            lines.append("the node is shared (see SHARED_SUBTREE)")
+        else:
+            lines.append("in %d nodes: cross-tree or stale copy"
+                         % len(nodes))
     return Explanation("STALE_SPLIT" if "orig_order" in data else "DUP",
                        lines, [i], data)
 
@@ -114,15 +120,35 @@ def explain(a: Any) -> List[Explanation]:
                     % (fmt.hx(f.indices[0]), f.expected),
                     "order %d: stale pointer to a reused folio"
                     % f.found], [i]))
+    lost = getattr(getattr(a, "impact", None), "lost", None)
+    cross = {id(c.finding): c for c in (lost.cross if lost else [])}
     for i in by_code.get("NODE_ARRAY", []):
         f = a.findings[i]
         who = fmt.hx(f.found)
         if "other_ino" in f.extra:
             who += " (inode %d)" % f.extra["other_ino"]
-        out.append(Explanation("CROSS_LINK", [
-            "node %s belongs to xarray" % fmt.hx(f.node), who + ":",
-            "node cross-linked from another tree",
-            "(freed and reused without zeroing?)"], [i]))
+        lines = ["node %s belongs to xarray" % fmt.hx(f.node), who + ":"]
+        data: Dict[str, Any] = {}
+        c = cross.get(id(f))
+        if c is not None and c.reached:
+            lines += ["that tree holds it too: %s" % (
+                          "its xa_head" if not c.holder else
+                          "slot %d of node" % c.slot),
+                      ("%s, idx" % fmt.hx(c.holder)) if c.holder else "idx",
+                      fmt.idx_range(c.index, c.index + c.span - 1) + ":",
+                      "one subtree under two trees; its",
+                      "folios are read in both files"]
+            data = {"shared": True, "other_index": c.index,
+                    "span": c.span}
+        elif c is not None and c.reached is False:
+            lines += ["that tree does not hold it:", c.why + ";",
+                      "its ->array is stale: node freed",
+                      "and reused without zeroing?"]
+            data = {"shared": False}
+        else:
+            lines += ["node cross-linked from another tree",
+                      "(freed and reused without zeroing?)"]
+        out.append(Explanation("CROSS_LINK", lines, [i], data))
     for i in by_code.get("NODE_FREEING", []):
         f = a.findings[i]
         out.append(Explanation("FREED_NODE", [
@@ -146,11 +172,21 @@ def explain(a: Any) -> List[Explanation]:
         e = _mapping_explanation(a, i, a.findings[i])
         if e is not None:
             out.append(e)
+    for i in by_code.get("NODE_CYCLE", []):
+        out.append(_cycle(a, i, a.findings[i]))
+    where = {id(f): k for k, f in enumerate(a.findings)}
+    for s in (lost.shared if lost is not None else []):
+        out.append(_shared(a, s, where.get(id(s.finding), 0)))
     for i in by_code.get("NRPAGES", []):
         f = a.findings[i]
-        out.append(Explanation("NRPAGES", [
-            "tree holds %d pages, nrpages is %d:" % (f.found, f.expected),
-            "entries lost or counted twice"], [i]))
+        lines = ["tree holds %d pages, nrpages is %d:" % (f.found, f.expected)]
+        if lost is not None and lost.nrpages is not None:
+            lines.extend(lost.lines())
+        else:
+            lines.append("entries lost or counted twice")
+        out.append(Explanation("NRPAGES", lines, [i], {
+            "reachable": getattr(lost, "reachable", None),
+            "unexplained": getattr(lost, "unexplained", None)}))
     unread = [i for c in ("NODE_UNREADABLE", "FOLIO_UNREADABLE")
               for i in by_code.get(c, [])]
     if unread:
@@ -158,6 +194,74 @@ def explain(a: Any) -> List[Explanation]:
             "%d node/folio reads failed (excluded" % len(unread),
             "or bad pages): the walk is incomplete"], unread))
     return out
+
+
+def _cycle(a: Any, i: int, f: Any) -> Explanation:
+    """A node that is its own ancestor: what the slot that points back
+    up should have held is cut off."""
+    depth = (f.extra or {}).get("ancestor_depth")
+    lines = ["slot %s of node %s points back at" % (
+        fmt.slot_list(f.slots) if f.slots else "head", fmt.hx(f.node)),
+        "node %s, its own ancestor%s:" % (
+            fmt.hx(f.address), "" if depth is None else
+            " (depth %d)" % depth),
+        "a cycle; the subtree of that slot (from",
+        "%s) is cut off" % (fmt.idx(f.indices[0]) if f.indices else "?")]
+    return Explanation("CYCLE", lines, [i], {"ancestor_depth": depth})
+
+
+def _shared(a: Any, s: Any, i: int) -> Explanation:
+    """A node reached from two slots, told completely (crashext.lost
+    Shared): both index ranges, the folio->index delta, which slot is
+    its own, and the node cut off from the other."""
+    first, second = s.first, s.second
+    if first[0] == second[0]:
+        held = ["node %s (shift %s) is in" % (fmt.hx(s.node), s.shift),
+                "slots %d and %d of node %s:" % (first[1], second[1],
+                                                 fmt.hx(first[0]))]
+    else:
+        held = ["node %s (shift %s) is in" % (fmt.hx(s.node), s.shift),
+                "slot %d of node %s and" % (first[1], fmt.hx(first[0])),
+                "slot %d of node %s:" % (second[1], fmt.hx(second[0]))]
+    lines = held + [
+        "its %d folio%s (%d pages) read at" % (
+            s.folios, "" if s.folios == 1 else "s", s.pages),
+        "%s and again at" % fmt.idx_range(first[2], first[2] + s.span - 1),
+        "%s" % fmt.idx_range(second[2], second[2] + s.span - 1)]
+    wrong = s.wrong
+    own = first if s.own == 0 else second if s.own == 1 else None
+    if own is not None:
+        d = own[2] - wrong[2]
+        lines.append("(folio->index %s %s there)" % (
+            "lower by" if d < 0 else "higher by", fmt.idx(abs(d))))
+        lines.append("its parent/offset name slot %d:" % own[1])
+        lines.append("slot %d%s is the wrong one" % (
+            wrong[1], "" if wrong[0] == own[0] else
+            " of node %s" % fmt.hx(wrong[0])))
+    else:
+        lines.append("its parent/offset name neither slot")
+    c = s.cutoff
+    if c is not None:
+        lines.append("cut off from slot %d: node %s" % (wrong[1],
+                                                        fmt.hx(c.node)))
+        lines.append("with %d page%s in %d folio%s of this file" % (
+            c.pages, "" if c.pages == 1 else "s", len(c.folios),
+            "" if len(c.folios) == 1 else "s"))
+    elif s.cutoff_pages is not None:
+        lines.append("the node of slot %d is cut off:" % wrong[1])
+        lines.append("%d page%s in %d folio%s (memory map)" % (
+            s.cutoff_pages, "" if s.cutoff_pages == 1 else "s",
+            s.cutoff_folios or 0, "" if s.cutoff_folios == 1 else "s"))
+    else:
+        lines.append("the node of slot %d is cut off" % wrong[1])
+        lines.append("(find it: --slab, --memmap)")
+    if not s.walked:
+        lines.append("(second position not walked: visit limit)")
+    return Explanation("SHARED_SUBTREE", lines, [i], {
+        "node": s.node, "first_index": first[2], "second_index": second[2],
+        "span": s.span, "delta": s.delta, "own": s.own, "pages": s.pages,
+        "cutoff_node": c.node if c is not None else None,
+        "cutoff_pages": c.pages if c is not None else s.cutoff_pages})
 
 
 #: Low bits of folio->mapping (include/linux/page-flags.h, 6.1 and 6.12:

@@ -43,7 +43,8 @@ CODES: Dict[str, Tuple[str, str]] = {
     "BAD_POINTER": (ERROR, "entry is not a valid kernel pointer"),
     # nodes
     "NODE_UNREADABLE": (ERROR, "xa_node could not be read"),
-    "NODE_CYCLE": (ERROR, "node reached twice (cycle or shared subtree)"),
+    "NODE_CYCLE": (ERROR, "node is its own ancestor (cycle)"),
+    "NODE_SHARED": (ERROR, "node held by two slots (shared subtree)"),
     "NODE_SHIFT": (ERROR, "node shift disagrees with its depth"),
     "NODE_OFFSET": (ERROR, "node offset disagrees with its slot in the parent"),
     "NODE_PARENT": (ERROR, "node parent disagrees with the node that holds it"),
@@ -63,6 +64,12 @@ CODES: Dict[str, Tuple[str, str]] = {
     # WARNING: folio_ref_freeze() drops it to 0 during split/migration.
     "FOLIO_REFCOUNT": (WARNING, "folio refcount below its page count"),
     "NRPAGES": (ERROR, "sum of folio pages differs from nrpages"),
+    # WARNING: a truncate in progress (i_size written, pages not yet
+    # dropped) is the one legitimate moment for it.
+    "FOLIO_BEYOND_EOF": (WARNING, "folio lies wholly beyond i_size"),
+    # where the lost pages went (crashext.lost: slab / memory map)
+    "NODE_CUT_OFF": (ERROR, "node of this xarray that the tree does not reach"),
+    "FOLIO_LOST": (ERROR, "folio of this mapping not held at its index"),
     # marks
     "MARK_PARENT": (WARNING, "node marks disagree with its slot marks in the parent"),
     "MARK_ON_EMPTY": (WARNING, "mark set on an empty or sibling slot"),

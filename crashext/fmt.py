@@ -7,6 +7,12 @@ indices in hex and decimal, compressed index lists, short addresses.
 '0x7640-0x7643'
 >>> runs([0x7650, 0x7660, 0x7670])
 'base 0x7640 +{16,32,48}'
+>>> size(0x20000), size(0x410000), size(1536)
+('128 KiB', '4.06 MiB', '1.5 KiB')
+>>> nbytes(0x20000)
+'0x20000 (128 KiB)'
+>>> idx_range(0x420, 0x43f)
+'0x420-0x43f (1056-1087)'
 """
 
 from __future__ import annotations
@@ -67,3 +73,35 @@ def slot_list(slots: Sequence[int]) -> str:
     if len(xs) > 2 and xs[-1] - xs[0] + 1 == len(xs):
         return "%d-%d" % (xs[0], xs[-1])
     return ",".join(str(s) for s in xs)
+
+
+def size(n: int) -> str:
+    """A byte count in human units (binary, 3 significant digits):
+    ``512 B``, ``1.5 KiB``, ``128 KiB``, ``4.06 MiB``."""
+    if n < 1024:
+        return "%d B" % n
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        n_ = n / 1024.0
+        if n_ < 1024 or unit == "PiB":
+            if n_ == int(n_):
+                return "%d %s" % (n_, unit)
+            s = ("%.3g" % n_)
+            return "%s %s" % (s, unit)
+        n = n_
+    return "%d B" % n       # not reached
+
+
+def nbytes(n: int) -> str:
+    """A byte offset or length in hex and human units:
+    ``0x20000 (128 KiB)``; 0 is ``0x0``."""
+    if not n:
+        return "0x0"
+    return "0x%x (%s)" % (n, size(n))
+
+
+def idx_range(first: int, last: int) -> str:
+    """An inclusive index range in hex and decimal:
+    ``0x420-0x43f (1056-1087)``; one index: ``0x420 (1056)``."""
+    if first == last:
+        return idx(first)
+    return "0x%x-0x%x (%d-%d)" % (first, last, first, last)

@@ -66,6 +66,27 @@ class FolioRec(SlotsRecord):
         return 1 << self.order
 
 
+#: Folio flags that matter for data loss, in the order they are named
+#: (``enum pageflags``: PG_locked, PG_uptodate, PG_dirty, PG_writeback).
+STATE_FLAGS = ("dirty", "writeback", "locked", "uptodate")
+
+
+def folio_state(lay: Layout, flags: int) -> Tuple[str, ...]:
+    """The :data:`STATE_FLAGS` set in a folio's ``flags``, with the bit
+    numbers of this kernel's ``enum pageflags`` (``folio_test_dirty()``
+    and friends read the head page's flags).
+
+    >>> folio_state(lay, 1 << lay.pg_dirty | 1 << lay.pg_uptodate)  # doctest: +SKIP
+    ('dirty', 'uptodate')
+    """
+    out = []
+    for name in STATE_FLAGS:
+        bit = getattr(lay, "pg_" + name, None)
+        if bit is not None and 0 <= bit < 64 and flags >> bit & 1:
+            out.append(name)
+    return tuple(out)
+
+
 def decode_folio(lay: Layout, addr: int, buf: bytes, off: int = 0) -> FolioRec:
     """Decode the folio at ``buf[off:]`` (``lay.folio_read_size`` bytes)."""
     fb = int.from_bytes

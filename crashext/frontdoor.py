@@ -39,7 +39,7 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_FAILED = 0, 1, 2
 #: same page and drgn's ``help xa`` shows it too.
 SHORT = "find page-cache (large folio XArray) corruption"
 SYNOPSIS = ("[check|chat|dump|capture|scan|help] [-f table|chat|json] "
-            "[-o FILE] [TARGET...]")
+            "[--memmap] [--slab] [-o FILE] [TARGET...]")
 HELP = """\
   Walks the page-cache XArray (i_pages) of each TARGET, checks it against
   the kernel's invariants (multi-index sibling entries, duplicate folios,
@@ -72,10 +72,17 @@ HELP = """\
     --grouped            chat: write addresses as ffff8880_0a3c4000
     --png FILE           check, chat: also draw the broken node(s) (needs
                          Pillow)
+    --memmap             check, chat: also search the memory map (struct
+                         pages) for this file's folios the tree lost
+    --slab               check, chat: also search the radix_tree_node
+                         slab for nodes cut off the tree; scan: also walk
+                         every xa_node of the slab (nodes no tree reaches,
+                         cut-off nodes counted in each tree's nrpages)
     --all                scan: list clean trees too
     --top N              scan: the N worst trees (default 50; 0: all)
-    --slab               scan: also walk every xa_node of the
-                         radix_tree_node slab (nodes no tree reaches)
+    --no-memmap          scan: never search the memory map (by default
+                         it is searched for trees whose nrpages the tree
+                         does not account for)
 
   Status (drgn: the command's return value): 0 clean, 1 findings, 2 could
   not analyse.  Errors are one "xa: error: ..." line.
@@ -189,24 +196,42 @@ def render_opts(command: str, fmt: str, flat: bool = False,
     return opts
 
 
+def slab_nodes(mem: Memory, rep: Reporter) -> Optional[list]:
+    """Every node header of the radix_tree_node slab (crashext.triage.slab)
+    for the accounting of cut-off subtrees, or None (one note line: the
+    analysis goes on, and its nrpages line says the slab was not
+    searched) when the slab cannot be walked."""
+    try:
+        from .triage.slab import walk_slab
+        return list(walk_slab(mem, check=False).nodes.values())
+    except CrashextError as e:
+        rep.info("%s: note: slab walk: %s (cut-off nodes not searched)"
+                 % (rep.prefix, one_line(e)))
+        return None
+
+
 def analyze_targets(mem: Memory, command: str, specs: Sequence[str],
                     fmt: str, rep: Reporter, png: Optional[str] = None,
+                    memmap: bool = False, slab: bool = False,
                     **opts: Any) -> int:
     """Analyse every target, print the rendering and return the status.
 
-    A target that cannot be analysed gives one error line and status 2;
-    the others are still analysed and printed.  Errors outside a target
-    (the picture) raise :class:`CrashextError` to the caller."""
+    ``memmap``/``slab``: also search the memory map / the slab for what
+    the tree lost (:func:`crashext.analyze.analyze`).  A target that
+    cannot be analysed gives one error line and status 2; the others are
+    still analysed and printed.  Errors outside a target (the picture)
+    raise :class:`CrashextError` to the caller."""
     from .analyze import analyze
     if png:
         # Before any output: no table followed by an error (exit 2).
         from .render.png import need_pillow
         need_pillow()
+    nodes = slab_nodes(mem, rep) if slab else None
     status = EXIT_CLEAN
     analyses = []
     for spec in specs:
         try:
-            a = analyze(mem, spec)
+            a = analyze(mem, spec, memmap=bool(memmap), slab_nodes=nodes)
         except CrashextError as e:
             rep.fail("%s: %s" % (spec, e))
             status = EXIT_FAILED
@@ -256,12 +281,16 @@ def scan(mem: Optional[Memory], rep: Reporter, fmt: str = "table",
          fs_types: Optional[Sequence[str]] = None,
          progress: Optional[Callable[[dict], None]] = None,
          top: Optional[int] = None, slab: bool = False,
-         source: Any = None) -> int:
+         memmap: bool = True, source: Any = None) -> int:
     """Every page-cache tree of the dump (crashext.triage.scan, when it
     is installed), printed as it is scanned: ``table`` (the totals, then
     the ``top`` worst trees; every tree with ``include_clean`` or ``top``
     0), ``json`` (one document) or ``jsonl`` (one line per tree).  Clean
-    trees are counted, and listed only with ``include_clean``.
+    trees are counted, and listed only with ``include_clean``.  ``slab``
+    also walks every xa_node of the radix_tree_node slab
+    (crashext.triage.slab) first, and counts the nodes cut off each tree
+    in its nrpages; ``memmap``: search the memory map for trees whose
+    nrpages is not accounted for.
 
     ``source`` replaces the scan of ``mem`` in this process by another
     source of the same batches (``crashext scan -j N``:
@@ -276,7 +305,8 @@ def scan(mem: Optional[Memory], rep: Reporter, fmt: str = "table",
     form = O.Form(fmt, include_clean)
     if source is None:
         source = S.LocalScan(mem, form, progress=progress, slab=slab,
-                             fs_types=fs_types or None)
+                             fs_types=fs_types or None,
+                             memmap="auto" if memmap else False)
     out = None
     totals = O.Totals()
     for pieces, t in source:
@@ -366,6 +396,12 @@ def build_parser(command: str, out: Callable[[str], None] = None
                        choices=forms, metavar="|".join(forms),
                        help="output form (default table)")
     if command in ("check", "chat"):
+        p.add_argument("--memmap", action="store_true",
+                       help="also search the memory map for this file's "
+                       "folios the tree lost")
+        p.add_argument("--slab", action="store_true",
+                       help="also search the radix_tree_node slab for "
+                       "nodes cut off the tree")
         p.add_argument("--png", metavar="FILE",
                        help=("also draw the broken node(s)"
                              if _pillow_present() else argparse.SUPPRESS))
@@ -397,6 +433,8 @@ def build_parser(command: str, out: Callable[[str], None] = None
         p.add_argument("--fs", dest="fs_types", action="append",
                        metavar="TYPE", help="only this filesystem type "
                        "(repeatable; 'swap' is the swap cache)")
+        p.add_argument("--no-memmap", dest="memmap", action="store_false",
+                       help="never search the memory map for lost folios")
     else:
         p.add_argument("targets", nargs="*", metavar="TARGET",
                        help="inode, address_space, xarray, file or folio "
@@ -450,13 +488,15 @@ def _run_command(mem: Memory, command: str, ns: argparse.Namespace,
     """check, chat, dump or scan, printed through ``rep``."""
     if command == "scan":
         return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types,
-                    top=ns.top, slab=ns.slab)
+                    top=ns.top, slab=ns.slab, memmap=ns.memmap)
     specs = target_specs(mem, ns.targets)
     fmt = "chat" if command == "chat" else ns.fmt
     opts = render_opts(command, fmt, getattr(ns, "flat", False),
                        getattr(ns, "grouped", False))
     return analyze_targets(mem, command, specs, fmt, rep,
-                           getattr(ns, "png", None), **opts)
+                           getattr(ns, "png", None),
+                           memmap=getattr(ns, "memmap", False),
+                           slab=getattr(ns, "slab", False), **opts)
 
 
 def _to_file(mem: Memory, command: str, ns: argparse.Namespace,
@@ -498,11 +538,6 @@ def run_xa(mem: Memory, argv: Sequence[str], out: Optional[TextIO] = None,
         if ns.output:
             return _to_file(mem, command, ns, rep)
         return _run_command(mem, command, ns, rep)
-        fmt = "chat" if command == "chat" else ns.fmt
-        opts = render_opts(command, fmt, getattr(ns, "flat", False),
-                           getattr(ns, "grouped", False))
-        return analyze_targets(mem, command, specs, fmt, rep,
-                               getattr(ns, "png", None), **opts)
     except _Done:
         return EXIT_CLEAN
     except XaUsage as e:

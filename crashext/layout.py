@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, asdict, field
 from typing import Any, Dict, Optional
 
-from .memory import LayoutError, Memory
+from .memory import LayoutError, Memory, UnreadableMemory
 
 # Folio order encodings (see FolioLayout.order_kind).
 ORDER_FOLIO_ORDER = "folio._folio_order"     # 6.1 - 6.5: unsigned char
@@ -91,6 +91,10 @@ class Layout:
     release: Optional[str] = None
     #: A tail page's compound_info holds a mask, not the head's address.
     compound_mask: bool = False
+    #: PAGE_SHIFT, from the dump's VMCOREINFO (``PAGESIZE=``); 12 when
+    #: that cannot be read (``page_size_from`` then says so).
+    page_shift: int = 12
+    page_size_from: str = "assumed"
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -225,6 +229,7 @@ class Layout:
             pg_uptodate=mem.enum_value("PG_uptodate"),
             release=mem.release(),
             compound_mask=compound_mask,
+            **_page_shift(mem),
         ).validate()
 
     def validate(self) -> "Layout":
@@ -255,6 +260,8 @@ class Layout:
             if off < end:
                 raise bad("xa_node.%s overlaps another field" % name)
             end = off + size
+        if not 12 <= self.page_shift <= 18:
+            raise bad("PAGE_SHIFT %d" % self.page_shift)
         if not 16 <= self.page_size <= 1024:
             raise bad("sizeof(struct page) %d" % self.page_size)
         if not 0 < self.folio_read_size <= 4 * self.page_size:
@@ -279,5 +286,43 @@ class Layout:
                 raise bad("%s = %d" % (name, getattr(self, name)))
         return self
 
+    @property
+    def page_bytes(self) -> int:
+        """PAGE_SIZE: bytes of file data per XArray index."""
+        return 1 << self.page_shift
+
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+#: Bytes of VMCOREINFO read (VMCOREINFO_BYTES is PAGE_SIZE; the
+#: PAGESIZE line is the third, after OSRELEASE and BUILD-ID).
+_VMCOREINFO_READ = 512
+
+
+def _page_shift(mem: Memory) -> Dict[str, Any]:
+    """``page_shift`` and where it came from.  PAGE_SHIFT is a #define,
+    not in the debug info; the kernel writes it into VMCOREINFO
+    (kernel/crash_core.c: ``VMCOREINFO_PAGESIZE(PAGE_SIZE)``), whose text
+    ``vmcoreinfo_data`` points at."""
+    sym = mem.symbol("vmcoreinfo_data")
+    if sym is None:
+        return {"page_shift": 12,
+                "page_size_from": "assumed 4096 (no vmcoreinfo_data)"}
+    try:
+        text = mem.read(mem.read_u64(sym), _VMCOREINFO_READ)
+    except UnreadableMemory:
+        return {"page_shift": 12,
+                "page_size_from": "assumed 4096 (VMCOREINFO unreadable)"}
+    for line in text.split(b"\n"):
+        if line.startswith(b"PAGESIZE="):
+            try:
+                size = int(line[9:].split(b"\0")[0])
+            except ValueError:
+                break
+            if size > 0 and size & (size - 1) == 0:
+                return {"page_shift": size.bit_length() - 1,
+                        "page_size_from": "vmcoreinfo"}
+            break
+    return {"page_shift": 12,
+            "page_size_from": "assumed 4096 (no PAGESIZE in VMCOREINFO)"}

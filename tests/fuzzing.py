@@ -551,7 +551,7 @@ def base_trees(limit: int = 2) -> List[BaseTree]:
 
 # Tree mutations ---------------------------------------------------------
 NODE_CHOICES = ("self", "ancestor", "node", "fake", "wild", "noncanon",
-                "unaligned", "low", "top")
+                "unaligned", "low", "top", "other")
 ENTRY_CHOICES = NODE_CHOICES + (
     "sibling", "retry", "zero", "internal", "value", "folio", "tail",
     "ptr", "raw", "null")
@@ -624,6 +624,17 @@ class _Builder:
                 a = anc[value % len(anc)] if anc else here
             elif choice == "node":
                 a = nodes[value % len(nodes)].addr
+            elif choice == "other":
+                # A node of the tree that is neither this one nor one of
+                # its ancestors, one level down (a shared subtree).
+                k = self.node_index(here)
+                anc = set(b.ancestors(k)) if k >= 0 else set()
+                depth = nodes[k].depth + 1 if k >= 0 else 1
+                cands = [n.addr for n in nodes if n.addr != here
+                         and n.addr not in anc and n.depth == depth] or \
+                    [n.addr for n in nodes if n.addr != here
+                     and n.addr not in anc] or [here]
+                a = cands[value % len(cands)]
             elif choice == "fake":
                 a = self.fake(value)
             elif choice == "wild":

@@ -77,6 +77,9 @@ INTERIOR = -1
     # A slot pointing at its own node, at the root, at the parent.
     ([("slot", INTERIOR, 9, "self", 0)], {"NODE_CYCLE"}),
     ([("slot", INTERIOR, 9, "ancestor", 0)], {"NODE_CYCLE"}),
+    # A slot holding another node of the next level: a shared subtree,
+    # walked at both positions (its folios at two indices).
+    ([("slot", INTERIOR, 9, "other", 0)], {"NODE_SHARED", "NODE_OFFSET"}),
     # Root shift 66 / 7 / 255: not a multiple of 6 or >= 64.
     ([("shift", 0, 3, "null", 0)], {"NODE_SHIFT"}),
     ([("shift", 0, 4, "null", 0)], {"NODE_SHIFT"}),
@@ -114,6 +117,14 @@ def test_named_corruptions(b, ops, codes):
     found = {f.code for f in a.findings}
     assert codes <= found, (ops, sorted(found))
     assert a.verdict == "corrupt"
+    if "NODE_SHARED" in codes:
+        # Told apart from a cycle, and its folios seen at both positions.
+        assert "NODE_CYCLE" not in found
+        [sh] = [f for f in a.findings if f.code == "NODE_SHARED"]
+        assert sh.extra["walked"] and len(a.walk.positions(sh.address)) == 2
+        if any(e.kind == 1 for e in a.walk.entries):
+            assert "DUP_FOLIO" in found or "FOLIO_INDEX" in found
+        assert [e.code for e in a.explanations].count("SHARED_SUBTREE") == 1
 
 
 def test_unreadable_addresses_are_named():

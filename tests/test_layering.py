@@ -15,7 +15,8 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(
 FLOORS = {
     0: ("", "__version__", "memory", "findings", "fmt", "jsontext", "record",
         "backends"),
-    1: ("layout", "xarray", "folio", "targets", "vfs", "explain"),
+    1: ("layout", "xarray", "folio", "targets", "vfs", "explain", "memmap",
+        "lost", "impact"),
     2: ("analyze", "checks", "render"),
     # 3: everything else (cli, frontdoor, crash, drgn_plugin, triage, ...)
 }

@@ -73,7 +73,9 @@ def test_case_codes_are_known():
     from crashext.findings import CODES
 
     for c in S.CASE_DOCS:
-        assert c in S.CASES
+        assert c in S.CASES or c in S.IMPACT_CASES
+    for c in S.CASES + S.IMPACT_CASES:
+        assert c in S.CASE_DOCS
     for name in ("DUP_FOLIO", "FOLIO_INDEX", "SIBLING_FORWARD", "SIBLING_TO_NULL",
                  "FOLIO_MAPPING", "NODE_COUNT", "NODE_ARRAY", "FOLIO_ORDER",
                  "NODE_UNREADABLE", "NODE_CYCLE", "NRPAGES"):
@@ -191,7 +193,8 @@ TRUTH_KEYS = {"case", "file", "xarray", "codes", "indices", "node", "slots", "ma
               "must_not", "expect", "writes", "nrpages", "claimed"}
 
 
-@pytest.mark.parametrize("case", S.CASES)
+@pytest.mark.parametrize("case", S.CASES + tuple(
+    c for c in S.IMPACT_CASES if c not in S.CASES))
 def test_case_builds_alone(manifest, src_prog, case):
     from crashext.findings import CODES
 

@@ -147,9 +147,15 @@ def test_standin_fails_main_75f6eb4_like_real_pykdump(tmp_path):
     strict stand-in, ``xa chat`` works and ``xa check``, ``xa check -f
     json`` and ``xa capture`` fail with the lines seen in the real crash
     8.0.2 + PyKdump (issue 11)."""
-    git = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e",
-                          OLD_MAIN + "^{commit}"], capture_output=True)
-    if git.returncode != 0:
+    def have():
+        return subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e",
+                               OLD_MAIN + "^{commit}"],
+                              capture_output=True).returncode == 0
+    if not have():
+        # a shallow clone: try to fetch the history once
+        subprocess.run(["git", "-C", str(ROOT), "fetch", "-q", "--unshallow"],
+                       capture_output=True, timeout=300)
+    if not have():
         pytest.skip("commit %s not in this clone (shallow?)" % OLD_MAIN)
     old = tmp_path / "old"
     old.mkdir()

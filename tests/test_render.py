@@ -179,8 +179,18 @@ def test_chat_groups_many_findings(family):
     body = _body(text)
     assert body[0].startswith("CORRUPT inode")
     # Groups are separated by blank lines; a group's finding lines (before
-    # its "=> why") stay within 15 lines.
+    # its "=> why") stay within 15 lines.  Before them, the impact block:
+    # 30 canonical slots emptied under their siblings: what they held is
+    # lost (not found without --memmap), nrpages not accounted for.
     groups = "\n".join(body).split("\n\n")[1:]
+    impact = groups.pop(0).splitlines()
+    lost = a.target.nrpages - a.stats.pages
+    assert impact[0] == "LOST: %s, folios not found" % fmt.nbytes(lost << 12)
+    assert "nrpages %d = %d reachable" % (a.target.nrpages,
+                                          a.stats.pages) in impact
+    assert "  + %d unexplained (not searched: memory map, slab)" % lost \
+        in impact
+    assert len(impact) <= 15
     codes = {f.code for f in a.findings}
     assert len(groups) == len(codes)
     for g in groups:
@@ -232,7 +242,7 @@ def test_json_round_trip_and_deterministic():
     assert text == again
     doc = jsonout.loads(text)
     assert jsonout.dumps(doc) == text
-    assert doc["schema"] == "crashext.analysis/1"
+    assert doc["schema"] == "crashext.analysis/2"
     assert doc["verdict"] == "corrupt"
     assert doc["counts"]["error"] == 3
     dup = doc["findings"][0]

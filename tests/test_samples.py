@@ -78,3 +78,44 @@ def test_every_sample_chat_is_narrow(snap):
     assert max(len(l) for l in r.output.splitlines()) <= 60
     expect = 1 if _truth(snap)["cases"] else 0
     assert r.exit_code == expect
+
+
+def test_seed_sample_chat_says_which_bytes_read_wrong():
+    """Second block of the seed chat: the 128 KiB that read the data of
+    the slot-16 folio, in bytes (hex and KiB/MiB), pages and indices, the
+    folio's state, and the nrpages line naming the searches not made."""
+    from crashext import fmt
+    snap = os.path.join(SAMPLES, "seed-6.1.snap")
+    a = analyze(SnapshotMemory.load(snap), "/mnt/xfs/big200")
+    r = CliRunner().invoke(main, ["chat", "--snapshot", snap])
+    body = [ln for ln in r.output.splitlines() if not ln.startswith("```")]
+    block = "\n".join(body).split("\n\n")[1].splitlines()
+    idx = sorted(_truth(snap)["cases"][0]["indices"])      # 16, 32, 48
+    lo, hi = idx[1], idx[2] + 15                            # stale copies
+    folio = [f for f in a.findings if f.code == "DUP_FOLIO"][0].folio
+    assert block[0] == "READS WRONG: %s of the file, %d pages" % (
+        fmt.nbytes((hi - lo + 1) << 12), hi - lo + 1)
+    assert block[1] == "aliased %s at %s" % (fmt.nbytes((hi - lo + 1) << 12),
+                                             fmt.nbytes(lo << 12))
+    assert block[2] == "  idx %s, %d pages" % (fmt.idx_range(lo, hi),
+                                               hi - lo + 1)
+    assert block[3] == "  reads idx %s" % fmt.idx_range(idx[0], idx[0] + 15)
+    assert block[4] == "  folio 0x%x: uptodate" % folio
+    # The two order-4 folios the stale copies replaced are not reached.
+    nr = a.target.nrpages
+    assert block[5] == "nrpages %d = %d reachable" % (nr, nr - 32)
+    assert block[6] == "  + 32 unexplained (not searched: memory map, slab)"
+    assert max(len(ln) for ln in r.output.splitlines()) <= 60
+
+
+def test_readme_example_is_the_seed_chat():
+    """README's chat example is what the seed sample prints (up to its
+    "..." line)."""
+    readme = open(os.path.join(os.path.dirname(SAMPLES), "README.md")).read()
+    ex = readme.split("The first lines for the seed-like sample:")[1]
+    ex = ex.split("```\n", 1)[1].split("```", 1)[0].splitlines()
+    shown = ex[:ex.index(" ...")]
+    r = CliRunner().invoke(main, ["chat", "--snapshot",
+                                  os.path.join(SAMPLES, "seed-6.1.snap")])
+    out = [ln for ln in r.output.splitlines() if not ln.startswith("```")]
+    assert out[:len(shown)] == shown

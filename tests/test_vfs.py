@@ -288,25 +288,29 @@ def test_d_parent_loop_in_inode_path(lab):
         vfs.inode_path(Plain(pm), int(f["inode"], 16))
 
 
-def test_xa_check_path_inside_crash(standin):
-    """``xa check /mnt/xfs/big200`` at the (stand-in) crash prompt prints
-    what ``crashext check --vmcore`` (drgn's resolver) prints."""
-    import crash as crash_mod
-    from tests.test_crash_xa import Dump, PROGS, REGISTER, _extra_path, cli, xa
+def test_xa_check_path_inside_crash(standin, tmp_path):
+    """``xa check /mnt/xfs/big200`` at the (strict stand-in) crash prompt
+    prints what ``crashext check --vmcore`` (drgn's resolver) prints."""
+    from strict_crash import StrictCrash
+    from tests.test_crash_xa import Dump, PROGS, REGISTER, cli, xa
     m = standin
     elf = [d for d in m["dumps"] if d["name"] == "elf"][0]["path"]
-    crash_mod.standin_reset(pykdumppath=[str(PROGS)])
-    crash_mod.standin_epython(str(REGISTER), "--path",
-                              os.pathsep.join(_extra_path()))
-    d = Dump("vfs", m["vmlinux"], elf, [], 0)
-    for line in ("check /mnt/xfs/big200", "check -f json /mnt/thp/thp16"):
-        text, status = xa(crash_mod, "xa " + line)
-        out, _err, code = cli(d, *line.split())
-        assert (text, status) == (out, code) == (out, 0)
-    text, status = xa(crash_mod, "xa check /mnt/xfs/nope")
-    assert status == 2
-    assert text == ("xa: error: /mnt/xfs/nope: 'nope' in /mnt/xfs is not in "
-                    "the dcache (no such file, or not looked up recently)\n")
+    crash = StrictCrash(str(tmp_path))
+    crash.standin_open(m["vmlinux"], elf, pykdumppath=[str(PROGS)])
+    try:
+        crash.standin_epython(str(REGISTER))
+        d = Dump("vfs", m["vmlinux"], elf, [], 0)
+        for line in ("check /mnt/xfs/big200", "check -f json /mnt/thp/thp16"):
+            text, status = xa(crash, "xa " + line)
+            out, _err, code = cli(d, *line.split())
+            assert (text, status) == (out, code) == (out, 0)
+        text, status = xa(crash, "xa check /mnt/xfs/nope")
+        assert status == 2
+        assert text == ("xa: error: /mnt/xfs/nope: 'nope' in /mnt/xfs is not "
+                        "in the dcache (no such file, or not looked up "
+                        "recently)\n")
+    finally:
+        crash.standin_close()
 
 
 def test_without_dotted_members(lab):

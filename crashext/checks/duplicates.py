@@ -41,11 +41,14 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
             dups.add(e.raw)
     for raw in sorted(dups, key=lambda r: seen[r][0].index):
         lst = seen[raw]
-        nodes = sorted({e.node for e in lst})
+        # One node position (a node walked twice - a shared subtree - is
+        # one address at two positions: its copies are not slots of one
+        # node then).
+        where = {(e.node, e.index - (e.slot << e.shift)) for e in lst}
         f = ctx.folios.get(raw)
         yield Finding(
             "DUP_FOLIO", folio=raw,
-            node=nodes[0] if len(nodes) == 1 else None,
+            node=lst[0].node if len(where) == 1 else None,
             slots=tuple(e.slot for e in lst),
             indices=tuple(e.index for e in lst),
             order=f.order if f else None,

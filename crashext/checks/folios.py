@@ -7,6 +7,14 @@ the index is a multiple of ``folio_nr_pages()``, the entry's order is
 ``folio_order()`` (``xas_set_order()``), the cache holds one reference
 per page (``folio_ref_add(folio, nr)``), the entry is a head page, never
 a tail, and ``mapping->nrpages`` is the sum of ``folio_nr_pages()``.
+
+A folio lying wholly beyond ``i_size`` should not be cached: a truncate
+writes the new size, then drops every folio past it
+(``truncate_setsize()`` -> ``truncate_pagecache()``, mm/truncate.c), and
+reads and faults stop at EOF.  Exceptions: shmem/tmpfs keeps folios
+allocated past EOF by ``fallocate(FALLOC_FL_KEEP_SIZE)``, and a locked
+folio may be a write in flight (``write_begin`` adds it before
+``write_end`` moves ``i_size``).
 """
 
 from __future__ import annotations
@@ -91,6 +99,7 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
                                                    hugetlb_index)
             pages += d_pages
             missing += d_missing
+    yield from _beyond_eof(ctx, pc and not hugetlb_index)
     nr = ctx.target.nrpages
     lost = sum(1 for f in ctx.walk.problems
                if f.code in ("NODE_UNREADABLE", "WALK_TRUNCATED"))
@@ -179,6 +188,51 @@ def _entry(ctx: CheckContext, e, pc: bool, mapping, hugetlb_index: bool):
             yield Finding("FOLIO_INDEX", order=f.order, expected=e.index,
                           found=f.index, **where)
     return f.nr_pages, 0
+
+
+#: Filesystems whose files may keep folios past EOF (shmem_fallocate()
+#: with FALLOC_FL_KEEP_SIZE).
+SHMEM_FS = ("tmpfs", "devtmpfs")
+
+
+def eof_index(ctx: CheckContext) -> Optional[int]:
+    """First index wholly past ``i_size`` (``DIV_ROUND_UP(i_size,
+    PAGE_SIZE)``), or None when the check does not apply."""
+    t = ctx.target
+    if t.i_size is None or t.fs_type in SHMEM_FS or t.i_size < 0 \
+            or t.i_size >= 1 << 62:
+        return None
+    sh = ctx.layout.page_shift
+    return (t.i_size + (1 << sh) - 1) >> sh
+
+
+def _beyond_eof(ctx: CheckContext, pc: bool) -> Iterator[Finding]:
+    """FOLIO_BEYOND_EOF for every unlocked head folio whose slot starts
+    at or past :func:`eof_index` (see the module docstring)."""
+    eof = eof_index(ctx) if pc else None
+    if eof is None:
+        return
+    lay = ctx.layout
+    locked = 1 << lay.pg_locked if lay.pg_locked is not None else 0
+    get = ctx.folios.get
+    for node, block in entry_blocks(ctx.walk.entries):
+        if node is not None:
+            if node.index + (len(node.slots) << node.eshift) <= eof \
+                    or block != E.POINTER:
+                continue
+            block = EntryList.node_entries(node, block)
+        for e in block:
+            if e.kind != E.POINTER or e.index < eof:
+                continue
+            f = get(e.raw)
+            if f is None or f.is_tail or f.flags & locked:
+                continue
+            yield Finding("FOLIO_BEYOND_EOF", node=e.node or None,
+                          slots=(e.slot,) if e.slot >= 0 else (),
+                          indices=(e.index,), folio=e.raw, order=f.order,
+                          shift=e.shift, expected="< %d" % eof,
+                          found=e.index,
+                          extra={"i_size": ctx.target.i_size})
 
 
 def plain_order0(ctx: CheckContext) -> Optional[int]:

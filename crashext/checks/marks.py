@@ -36,7 +36,7 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
                                   expected=int(bool(bits)), found=pbit,
                                   extra={"mark": m, "parent": parent.addr,
                                          "parent_slot": n.holder_slot})
-            if not bits or (m == 0 and track_free):
+            if not bits or (m == 0 and track_free) or n.visit:
                 continue
             odd = []
             b = bits

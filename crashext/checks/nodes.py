@@ -6,7 +6,10 @@ name the slot that holds it; ``array`` is the owning ``struct xarray``
 (XA_RCU_FREE == 1 while ``xa_node_free()`` waits for RCU); ``count`` is
 the number of non-NULL slots, siblings included, and ``nr_values`` the
 number of slots holding a value entry or a sibling of one (both kept by
-``update_node()`` from ``xas_store()``).
+``update_node()`` from ``xas_store()``).  A shared node walked again at a
+second position (``NodeRec.visit`` > 0) is checked again only for what
+depends on the position (shift, parent, offset); its own fields were
+checked at the first.
 """
 
 from __future__ import annotations
@@ -31,6 +34,15 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
         if n.shift != n.eshift:
             yield Finding("NODE_SHIFT", node=n.addr, indices=idx,
                           expected=n.eshift, found=n.shift, shift=n.eshift)
+        if n.visit:
+            # Position-dependent checks only (see the module docstring).
+            if n.holder and n.parent != n.holder:
+                yield Finding("NODE_PARENT", node=n.addr, indices=idx,
+                              expected=n.holder, found=n.parent)
+            if n.holder and n.offset != n.holder_slot:
+                yield Finding("NODE_OFFSET", node=n.addr, indices=idx,
+                              expected=n.holder_slot, found=n.offset)
+            continue
         if n.holder == 0:
             if n.parent:
                 yield Finding("ROOT_PARENT", node=n.addr, indices=idx,

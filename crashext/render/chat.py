@@ -26,6 +26,7 @@ import textwrap
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import fmt
+from . import impact as impact_text
 from ..findings import CODES, ERROR, INFO, SEVERITY_RANK, WARNING, Finding
 
 #: Position of each code in findings.CODES (grouped by what it says).
@@ -250,6 +251,31 @@ def _detail(f: Finding, a: Any, addr: Callable) -> List[str]:
         what = "child node" if c == "NODE_UNREADABLE" else "folio"
         return ["%s %s" % (what, addr(f.address)) if f.address else "",
                 f.extra.get("reason") or ""]
+    if c == "FOLIO_LOST":
+        ex = f.extra or {}
+        if ex.get("reached_at"):
+            s = "held at %s instead" % ", ".join(
+                fmt.hx(i) for i in ex["reached_at"][:3])
+        elif ex.get("cutoff_node"):
+            s = "in cut-off node %s" % addr(ex["cutoff_node"])
+        else:
+            s = "cut off (memory map)"
+        return [s, "order %s" % f.order if f.order else "",
+                "locked" if f.severity != ERROR else ""]
+    if c == "NODE_CUT_OFF":
+        ex = f.extra or {}
+        return ["was slot %s of node %s" % (ex.get("offset"),
+                                            addr(ex.get("parent"))),
+                "%s pages" % ex.get("pages", "?")]
+    if c == "NODE_SHARED":
+        ex = f.extra or {}
+        return ["node %s" % addr(f.address),
+                "also slot %s of %s" % (ex.get("first_slot"),
+                                        addr(ex.get("first_holder")))]
+    if c == "NODE_CYCLE":
+        return ["-> ancestor node %s" % addr(f.address)]
+    if c == "FOLIO_BEYOND_EOF":
+        return ["i_size %s" % (f.extra or {}).get("i_size")]
     if c == "MARK_PARENT" or c == "MARK_ON_EMPTY":
         return ["mark %s" % f.extra.get("mark", "?"),
                 ("expected %s, found %s" % (ex, fo)) if ex is not None else ""]
@@ -425,8 +451,20 @@ def render(a: Any, width: int = WIDTH, max_lines: int = MAX_LINES,
     addr = addr_fn(grouped)
     vl = verdict_line(a, width, addr)
     lines = [vl]
+    imp = getattr(a, "impact", None)
+    # Data at risk is said first, right under the verdict.
+    risk = impact_text.risk_line(imp) if imp is not None else None
+    if risk:
+        lines.append(risk)
     lines.extend(_context(a, width, addr, bool(a.target.label)
                           and a.target.label in vl))
+    block = impact_text.chat_lines(a, width, addr) if a.findings else []
+    if block:
+        lines.append("")
+        lines.extend(regroup(x) if grouped else x for x in block)
+    # The impact block already shows the nrpages equation.
+    said = bool(block) and imp is not None and imp.lost is not None \
+        and imp.lost.says_more()
     groups: Dict[str, List[Finding]] = {}
     pos: Dict[int, str] = {}
     first: Dict[str, int] = {}
@@ -449,6 +487,8 @@ def render(a: Any, width: int = WIDTH, max_lines: int = MAX_LINES,
         for k in ks:
             e = a.explanations[k]
             left.discard(k)
+            if said and e.code == "NRPAGES":
+                continue
             if k not in keep:
                 hidden[e.code] = hidden.get(e.code, 0) + 1
                 continue

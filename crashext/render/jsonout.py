@@ -1,5 +1,5 @@
 """JSON renderer: the analysis as a versioned, documented JSON document
-(schema ``crashext.analysis/1``, described field by field in
+(schema ``crashext.analysis/2``, described field by field in
 ``docs/json-schema.md``).
 
 The output is deterministic: keys sorted, lists in the analysis' own
@@ -12,7 +12,7 @@ reader that uses doubles.  Counts and XArray indices are JSON integers.
 
 >>> doc = json.loads(render(analysis))            # doctest: +SKIP
 >>> doc["schema"], doc["verdict"]                  # doctest: +SKIP
-('crashext.analysis/1', 'corrupt')
+('crashext.analysis/2', 'corrupt')
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence
 from .. import jsontext
 from ..xarray import entry as E
 from .chat import counts, verdict_line
+from .impact import impact_dict
 
-SCHEMA = "crashext.analysis/1"
+SCHEMA = "crashext.analysis/2"
 
 #: Largest integer written as a JSON number in free-form values
 #: (expected, found, extra, explanation data); larger ones become hex
@@ -178,6 +179,7 @@ def to_data(a: Any, full: bool = False) -> Dict[str, Any]:
         "findings": [finding_dict(f, i + 1) for i, f in enumerate(a.findings)],
         "explanations": [explanation_dict(e) for e in a.explanations],
         "notes": list(a.notes),
+        "impact": impact_dict(a),
     }
     if full:
         doc["nodes"] = [node_dict(n) for n in w.nodes]
@@ -202,7 +204,7 @@ def render(a: Any, full: bool = False, indent: Optional[int] = 2) -> str:
 def render_many(analyses: Sequence[Any], full: bool = False,
                 indent: Optional[int] = 2) -> str:
     """Several analyses (several targets of one dump) as a JSON array of
-    ``crashext.analysis/1`` documents, in the order given."""
+    ``crashext.analysis/2`` documents, in the order given."""
     return dumps([to_data(a, full) for a in analyses], indent)
 
 

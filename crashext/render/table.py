@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Sequence
 
 from .. import fmt
+from . import impact as impact_text
 from .chat import (addr_fn, counts, first_per_code, orders_phrase,
                    pages_phrase, regroup, value_str, verdict_line)
 
@@ -130,6 +131,31 @@ def draw_table(cells: List[List[str]], headers: Sequence[str],
                     disable_numparse=True, **kw)
 
 
+def impact_lines(imp: Any, grouped: bool = False, tablefmt: str = "simple",
+                 limit: Optional[int] = impact_text.MAX_TABLE_RANGES
+                 ) -> List[str]:
+    """The impact section: data at risk first, the totals, one row per
+    byte range of the file (:func:`draw_table`), the nrpages equation."""
+    addr = addr_fn(grouped)
+    out = ["impact:"]
+    risk = impact_text.risk_line(imp)
+    if risk:
+        out.append("  " + risk)
+    out.extend("  " + x for x in impact_text.summary_lines(imp))
+    if imp.ranges:
+        t = draw_table(impact_text.table_rows(imp, addr, limit),
+                       impact_text.HEADERS, tablefmt)
+        out.extend("  " + ln for ln in t.splitlines())
+        if limit is not None and len(imp.ranges) > limit:
+            out.append("... %d more ranges not shown (-f json lists every "
+                       "one)" % (len(imp.ranges) - limit))
+    if imp.lost is not None and imp.lost.nrpages is not None:
+        out.append("  " + imp.lost.line(addr))
+    for n in imp.notes + (imp.lost.notes if imp.lost is not None else []):
+        out.append("  note: " + n)
+    return out
+
+
 def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
            meanings: bool = True,
            max_per_code: Optional[int] = MAX_ROWS_PER_CODE) -> str:
@@ -156,6 +182,12 @@ def render(a: Any, tablefmt: str = "simple", grouped: bool = False,
                 if f.code not in seen:
                     seen.append(f.code)
                     out.append("%-20s %s" % (f.code, f.meaning))
+    imp = getattr(a, "impact", None)
+    if imp is not None and a.findings and (
+            imp.ranges or (imp.lost is not None and imp.lost.says_more())):
+        out.append("")
+        out.extend(impact_lines(imp, grouped, tablefmt,
+                                max_per_code))
     if a.explanations:
         out.append("")
         out.append("explanations:")

@@ -77,6 +77,32 @@ def explanation_shape(e: Dict[str, Any]) -> Optional[str]:
     return None
 
 
+#: Impact range kinds -> what a signature says of them.
+_RISK_WORDS = {"lost": "dirty folio lost", "aliased": "dirty folio at a wrong index",
+               "foreign": "dirty folio of another file",
+               "stale": "dirty folio of no file"}
+
+
+def impact_shapes(imp: Dict[str, Any]) -> List[tuple]:
+    """``(signature, severity)`` of a row's impact (ScanRow.impact):
+    data at risk first, then what reads wrong, then what was lost."""
+    out: List[tuple] = []
+    for r in imp.get("ranges") or []:
+        k = r.get("kind")
+        if r.get("at_risk"):
+            s = ("DATA AT RISK: " + _RISK_WORDS.get(k, k), "error")
+        elif k in ("aliased", "foreign", "stale", "unknown"):
+            s = ("READS WRONG: " + k, "error")
+        elif k == "lost":
+            s = ("LOST: folios cut off" if r.get("nr_folios") else
+                 "LOST: folios not found", "warning")
+        else:
+            s = ("PAST EOF: folios cached", "warning")
+        if s not in out:
+            out.append(s)
+    return out
+
+
 def error_shape(msg: str) -> str:
     """An error line without paths, addresses and numbers."""
     m = msg or "error"
@@ -119,6 +145,8 @@ def dump_signatures(res: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
             s = explanation_shape(e)
             if s:
                 add(s, "error", where)
+        for sig, sev in impact_shapes(row.get("impact") or {}):
+            add(sig, sev, where)
     slab = res.get("slab") or {}
     if slab.get("error"):
         add("slab walk: " + error_shape(slab["error"]), "info", "slab")

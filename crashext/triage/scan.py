@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
                     Tuple)
 
+from ..fmt import size
 from ..layout import Layout
 from ..memory import CrashextError, Memory, UnreadableMemory
 from ..targets import Target
@@ -96,6 +97,9 @@ class ScanRow:
     error: str = ""
     where: str = ""
     path: str = ""                  # from the dcache, rows with findings
+    #: What the damage means for the file (render.impact.summary_dict):
+    #: bytes that read wrong, data at risk, the nrpages equation.
+    impact: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         """The row as a dict (its own copies of the containers; what
@@ -106,6 +110,7 @@ class ScanRow:
         d["codes"] = dict(self.codes)
         d["findings"] = [_copy(f) for f in self.findings]
         d["explanations"] = [_copy(e) for e in self.explanations]
+        d["impact"] = _copy(self.impact)
         return d
 
     @property
@@ -118,15 +123,23 @@ class ScanRow:
         if self.kind == "error":
             return "%s: error: %s" % (self.name, self.error)
         codes = ", ".join("%s x%d" % kv for kv in sorted(self.codes.items()))
-        return "%s: %s%s" % (self.name, self.verdict,
-                             " (%s)" % codes if codes else "")
+        imp = self.impact
+        risk = ("; DATA AT RISK %s" % size(imp["risk_bytes"])
+                if imp.get("at_risk") else "")
+        wrong = ("; %s read wrong" % size(imp["wrong_bytes"])
+                 if imp.get("wrong_bytes") else "")
+        return "%s: %s%s%s%s" % (self.name, self.verdict,
+                                 " (%s)" % codes if codes else "", risk,
+                                 wrong)
 
     def rank_key(self) -> Tuple[Any, ...]:
-        """Most worth a look first: corrupt (by error count, then
-        warnings), enumeration errors, suspect, clean; then by
+        """Most worth a look first: corrupt (data at risk first, then
+        by error count, then warnings), enumeration errors, suspect,
+        clean (data at risk first in each); then by
         filesystem, device, inode number, and the addresses, so no two
         trees tie (the order is the same however the scan was split)."""
-        return (VERDICT_RANK.get(self.verdict, 9), -self.errors,
+        return (VERDICT_RANK.get(self.verdict, 9),
+                not self.impact.get("at_risk"), -self.errors,
                 -self.warnings, self.fs_type, self.s_id,
                 -1 if self.i_ino is None else self.i_ino,
                 self.sb or 0, self.xarray or self.inode or 0,
@@ -192,6 +205,8 @@ def row_from_analysis(row: ScanRow, a: Any) -> ScanRow:
                         for e in a.explanations[:MAX_EXPLANATIONS_PER_ROW]]
     if len(a.explanations) > MAX_EXPLANATIONS_PER_ROW:
         row.counts["explanations"] = len(a.explanations)
+    from ..render.impact import summary_dict
+    row.impact = summary_dict(a)
     return row
 
 
@@ -382,7 +397,8 @@ class Scanner:
                  fs_types: Optional[Iterable[str]] = None,
                  max_nodes: Optional[int] = None,
                  unit_entries: int = UNIT_ENTRIES,
-                 unit_spaces: int = UNIT_SPACES) -> None:
+                 unit_spaces: int = UNIT_SPACES, memmap: Any = "auto",
+                 slab_nodes: Optional[Dict[int, list]] = None) -> None:
         from ..analyze import layout_for
         self.mem = mem
         self.lay = layout_for(mem)
@@ -391,6 +407,8 @@ class Scanner:
         self.include_empty = include_empty
         self.want = set(fs_types) if fs_types else None
         self.max_nodes = max_nodes
+        self.memmap = memmap
+        self.slab_nodes = slab_nodes
         self.unit_entries = max(1, unit_entries)
         self.unit_spaces = max(1, unit_spaces)
 
@@ -561,19 +579,44 @@ class Scanner:
 
     def rows(self, unit: Unit) -> Iterator[ScanRow]:
         """The unit's rows, each tree analysed (see :func:`scan`)."""
+        for row, _alt in self._rows(unit, False):
+            yield row
+
+    def _rows(self, unit: Unit, alternatives: bool
+              ) -> Iterator[Tuple[ScanRow, Optional[ScanRow]]]:
+        """``(row, alternative)``: with ``alternatives``, a tree whose
+        analysis walked the memory map on its own ("auto": nrpages not
+        accounted for) also comes as it reads when this dump's automatic
+        walks are used up (see :meth:`segments`); else None."""
         mem = self.mem
         for row in self.trees(unit):
             if row.kind == "error":
-                yield row
+                yield row, None
                 continue
             head = row.counts.pop("head", 0)
             if not row.nrpages and not head:
-                yield row
+                yield row, None
                 continue
-            row = _analyze_row(mem, row, row_target(row), self.max_nodes)
-            if row.kind == "inode" and row.verdict != "clean":
-                row.path = _path_of(mem, row.inode)
-            yield row
+            base = _fresh(row) if alternatives else None
+            before = _auto_walks(mem)
+            row = self._analyse(row)
+            alt = None
+            if base is not None and _auto_walks(mem) > before:
+                from ..analyze import AUTO_MEMMAP_WALKS
+                after = _auto_walks(mem)
+                mem._crashext_memmap_walks = AUTO_MEMMAP_WALKS  # type: ignore
+                try:
+                    alt = self._analyse(base)
+                finally:
+                    mem._crashext_memmap_walks = after  # type: ignore
+            yield row, alt
+
+    def _analyse(self, row: ScanRow) -> ScanRow:
+        row = _analyze_row(self.mem, row, row_target(row), self.max_nodes,
+                           self.memmap, self.slab_nodes)
+        if row.kind == "inode" and row.verdict != "clean":
+            row.path = _path_of(self.mem, row.inode)
+        return row
 
     def batch(self, unit: Unit, form: Form) -> Tuple[Any, Totals]:
         """The unit's rows as ``form`` keeps them (its pieces, packed:
@@ -587,17 +630,69 @@ class Scanner:
                 pieces.append(form.piece(row))
         return form.pack(pieces), totals
 
+    def segments(self, unit: Unit, form: Form) -> List[Tuple[Any, ...]]:
+        """:meth:`batch` for a ``scan -j N`` worker: ``("rows", packed,
+        totals)`` runs, and for each tree whose analysis walked the memory
+        map automatically, ``("choice", walked, not_walked)`` (each a
+        ``(packed, totals)`` of that one row).
+
+        One process gives the first ``AUTO_MEMMAP_WALKS`` such trees of
+        the dump (in scan order) a walk and the rest a note.  A worker
+        gives its own first ones a walk, which covers every one of the
+        dump's first (a worker sees its units in scan order), and the
+        parent picks, in scan order, the walked form for the first
+        ``AUTO_MEMMAP_WALKS`` choices and the other one after: the
+        output of one process."""
+        segs: List[Tuple[Any, ...]] = []
+        totals, pieces = Totals(), []          # type: Totals, List[Any]
+
+        def one(r: ScanRow) -> Tuple[Any, Totals]:
+            t = Totals()
+            t.add(r)
+            return form.pack([form.piece(r)] if form.wants(r) else []), t
+        for row, alt in self._rows(unit, True):
+            if alt is None:
+                totals.add(row)
+                if form.wants(row):
+                    pieces.append(form.piece(row))
+                continue
+            segs.append(("rows", form.pack(pieces), totals))
+            totals, pieces = Totals(), []
+            segs.append(("choice", one(row), one(alt)))
+        segs.append(("rows", form.pack(pieces), totals))
+        return segs
+
+
+def _auto_walks(mem: Memory) -> int:
+    """Automatic memory map walks made on ``mem`` so far (the counter of
+    :func:`crashext.analyze._impact`)."""
+    return getattr(mem, "_crashext_memmap_walks", 0)
+
+
+def _fresh(row: ScanRow) -> ScanRow:
+    """A copy of an unanalysed row (its containers its own)."""
+    d = dict(row.__dict__)
+    for k in ("counts", "codes", "impact"):
+        d[k] = dict(d[k])
+    d["findings"], d["explanations"] = [], []
+    return ScanRow(**d)
+
 
 # ----------------------------------------------------------------------
 # The scan
 
 
 def _analyze_row(mem: Memory, row: ScanRow, target: Target,
-                 max_nodes: Optional[int]) -> ScanRow:
+                 max_nodes: Optional[int], memmap: Any = "auto",
+                 slab_nodes: Optional[Dict[int, list]] = None) -> ScanRow:
     from ..analyze import analyze     # late: analyze imports a lot
+    kw: Dict[str, Any] = {"memmap": memmap}
+    if max_nodes is not None:
+        kw["max_nodes"] = max_nodes
+    if slab_nodes is not None and target.xarray:
+        kw["slab_nodes"] = slab_nodes.get(target.xarray, [])
     try:
-        a = (analyze(mem, target) if max_nodes is None
-             else analyze(mem, target, max_nodes=max_nodes))
+        a = analyze(mem, target, **kw)
     except CrashextError as e:
         row.verdict, row.error = "error", str(e)
         return row
@@ -691,7 +786,9 @@ def row_target(row: ScanRow) -> Target:
 def scan(mem: Memory, progress: Optional[ProgressFn] = None,
          swap: bool = True, include_empty: bool = False,
          fs_types: Optional[Iterable[str]] = None,
-         max_nodes: Optional[int] = None) -> Iterator[ScanRow]:
+         max_nodes: Optional[int] = None, memmap: Any = "auto",
+         slab_nodes: Optional[Dict[int, list]] = None
+         ) -> Iterator[ScanRow]:
     """Analyse every page-cache tree in the dump; yield one
     :class:`ScanRow` per tree (and one ``kind="error"`` row per list that
     could not be followed to its end, or inode that could not be read).
@@ -704,8 +801,14 @@ def scan(mem: Memory, progress: Optional[ProgressFn] = None,
     ``trees``, ``done``) once planned, after each unit of work and at the
     end.  Raises :class:`CrashextError` only when the debug info lacks the
     structs (wrong vmlinux).
+
+    ``memmap`` ("auto"): walk the memory map for a tree whose nrpages the
+    tree does not account for (False: never); ``slab_nodes``: the slab
+    walk's node headers by ``array`` (cut-off subtrees), None: not
+    searched.  See :func:`crashext.analyze.analyze`.
     """
-    sc = Scanner(mem, swap, include_empty, fs_types, max_nodes)
+    sc = Scanner(mem, swap, include_empty, fs_types, max_nodes,
+                 memmap=memmap, slab_nodes=slab_nodes)
     yield from _run(sc, sc.rows, progress)
 
 
@@ -726,21 +829,30 @@ def _path_of(mem: Memory, inode: Optional[int]) -> str:
 # One process's scan, as the output forms take it
 
 
-def slab_summary(mem: Memory) -> Dict[str, Any]:
+def slab_walk(mem: Memory
+              ) -> Tuple[Dict[str, Any], Optional[Dict[int, list]]]:
     """The radix_tree_node slab walk (:func:`crashext.triage.slab.
-    walk_slab`) as the scan prints it: ``SlabReport.to_dict()``, or
-    ``{"error": ...}`` when the debug info lacks what it needs."""
+    walk_slab`), made before the trees are analysed: what the scan prints
+    of it (``SlabReport.to_dict()``, or ``{"error": ...}`` when the debug
+    info lacks what it needs) and its node headers by ``array``, so each
+    tree counts its cut-off nodes in its nrpages (None when the slab
+    could not be walked: not searched)."""
     from .slab import walk_slab
     try:
-        return walk_slab(mem).to_dict()
+        rep = walk_slab(mem)
     except CrashextError as e:
-        return {"error": " ".join(str(e).split())}
+        return {"error": " ".join(str(e).split())}, None
+    by_array: Dict[int, list] = {}
+    for n in rep.nodes.values():
+        by_array.setdefault(n.array, []).append(n)
+    return rep.to_dict(), by_array
 
 
 class LocalScan:
     """The scan in this process, unit by unit, as ``(packed pieces,
     totals)`` batches of ``form`` (:meth:`Scanner.batch`); after the last batch,
-    ``slab`` holds :func:`slab_summary` when asked for.  ``progress`` as
+    ``slab`` holds :func:`slab_walk`'s result when asked for (the walk
+    comes first: the trees count their cut-off nodes).  ``progress`` as
     for :func:`scan`.  :class:`crashext.triage.scanjobs.ParallelScan` is
     the same over N processes."""
 
@@ -753,7 +865,10 @@ class LocalScan:
         self.slab: Optional[Dict[str, Any]] = None
 
     def __iter__(self) -> Iterator[Tuple[Any, Totals]]:
-        sc = Scanner(self.mem, **self.opts)
+        opts = dict(self.opts)
+        if self.want_slab:
+            self.slab, opts["slab_nodes"] = slab_walk(self.mem)
+        sc = Scanner(self.mem, **opts)
         plan = sc.plan()
         progress = self.progress
         done = trees = 0
@@ -768,8 +883,6 @@ class LocalScan:
                 progress({"inodes": done, "total": plan.entries,
                           "trees": trees, "done": False})
             yield pieces, totals
-        if self.want_slab:
-            self.slab = slab_summary(self.mem)
         if progress:
             progress({"inodes": done, "total": plan.entries,
                       "trees": trees, "done": True})

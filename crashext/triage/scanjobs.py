@@ -5,11 +5,16 @@ Each worker opens the dump itself and makes the same plan
 dump, so unit ``n`` is the same in every process; the workers check it by
 the plan's fingerprint).  Workers take units from a shared counter, the
 next number nobody took yet, so a worker that met big trees takes fewer
-units; with ``--slab`` the radix_tree_node slab walk is the first unit
-taken.  A worker turns each row into what the output form keeps
+units.  With ``--slab`` each worker first walks the radix_tree_node slab
+on its own (every tree counts its cut-off nodes; the walk is short next
+to the trees) and the parent prints the first result.  A worker turns
+each row into what the output form keeps
 (:meth:`crashext.triage.scanout.Form.piece`) and sends a unit's pieces
 and totals to the parent, which hands them on in plan order: the output
-is the one process's output, byte for byte.
+is the one process's output, byte for byte.  The few trees whose
+analysis walks the memory map on its own (at most ``AUTO_MEMMAP_WALKS``
+a dump) come both ways and the parent picks as one process would
+(:meth:`crashext.triage.scan.Scanner.segments`).
 
 A worker that dies loses the unit it was on: the parent reports it as an
 error row at the unit's place (never a silent gap).
@@ -31,13 +36,8 @@ from multiprocessing.connection import wait
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..memory import CrashextError, Memory
-from .scan import ProgressFn, ScanRow, Scanner, slab_summary
+from .scan import ProgressFn, ScanRow, Scanner, slab_walk
 from .scanout import Form, Totals
-
-#: Unit number of the slab walk in the shared counter's sequence (when
-#: asked for); the scan's units follow.
-_SLAB = -1
-
 
 def _worker(wid: int, open_mem: Callable[[], Memory], form: Form,
             opts: Dict[str, Any], slab: bool, counter: Any, conn: Any
@@ -46,6 +46,11 @@ def _worker(wid: int, open_mem: Callable[[], Memory], form: Form,
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent handles ^C
     try:
         mem = open_mem()
+        opts = dict(opts)
+        if slab:
+            # Every worker walks the slab (each tree counts its cut-off
+            # nodes); the parent prints the first result it gets.
+            slab_result, opts["slab_nodes"] = slab_walk(mem)
         sc = Scanner(mem, **opts)
         plan = sc.plan()
     except CrashextError as e:
@@ -59,22 +64,19 @@ def _worker(wid: int, open_mem: Callable[[], Memory], form: Form,
         return
     conn.send(("plan", wid, plan.fingerprint(), plan.entries,
                [(u.entries, u.where()) for u in plan.units]))
-    first = -1 if slab else 0             # counter value of the first unit
+    if slab:
+        conn.send(("slab", wid, slab_result))
 
     def take() -> int:
         with counter.get_lock():
             n = counter.value
             counter.value += 1
-        return n + first
+        return n
 
     n = take()
-    if n == _SLAB:
-        conn.send(("slab", wid, slab_summary(mem)))
-        n = take()
     units = plan.units
-    while 0 <= n < len(units):
-        pieces, totals = sc.batch(units[n], form)
-        conn.send(("unit", wid, n, pieces, totals))
+    while n < len(units):
+        conn.send(("unit", wid, n, sc.segments(units[n], form)))
         n = take()
     conn.send(("end", wid))
     conn.close()
@@ -96,6 +98,7 @@ class ParallelScan:
         self.progress, self.want_slab, self.opts = progress, slab, opts
         self.slab: Optional[Dict[str, Any]] = None
         self.lost: List[int] = []
+        self._walks = 0                 # automatic walks given, in order
 
     def __iter__(self) -> Iterator[Tuple[Any, Totals]]:
         # fork: the workers get open_mem and the form without pickling;
@@ -153,21 +156,23 @@ class ParallelScan:
                             "different scans of the same dump (%r, %r); "
                             "use -j 1" % (plan[0], fp))
                 elif what == "slab":
-                    self.slab = msg[2]
+                    if self.slab is None:
+                        self.slab = msg[2]
                 elif what == "unit":
-                    pending[msg[2]] = (msg[3], msg[4])
+                    pending[msg[2]] = msg[3]
             if plan is None:
                 continue
             units = plan[2]
             while nxt in pending:
-                batch = pending.pop(nxt)
+                segs = pending.pop(nxt)
                 done += units[nxt][0]
-                trees += batch[1].rows
                 nxt += 1
+                for batch in self._resolve(segs):
+                    trees += batch[1].rows
+                    yield batch
                 if progress:
                     progress({"inodes": done, "total": plan[1],
                               "trees": trees, "done": False})
-                yield batch
         if plan is None:
             raise CrashextError(fails[0] if fails else
                                 "scan -j: every worker process died "
@@ -179,19 +184,36 @@ class ParallelScan:
                                   if p.exitcode}))
         while nxt < len(units):
             if nxt in pending:
-                batch = pending.pop(nxt)
+                segs = pending.pop(nxt)
             else:
                 self.lost.append(nxt)
-                batch = _lost_unit(units[nxt][1], codes, self.form)
+                segs = [("rows",) + _lost_unit(units[nxt][1], codes,
+                                               self.form)]
             done += units[nxt][0]
             nxt += 1
-            yield batch
+            yield from self._resolve(segs)
         if self.want_slab and self.slab is None:
             self.slab = {"error": "the slab walk's worker process died "
                          "(exit code %s)" % (codes or "?")}
         if progress:
             progress({"inodes": done, "total": plan[1], "trees": trees,
                       "done": True})
+
+
+    def _resolve(self, segs: List[Tuple[Any, ...]]
+                 ) -> Iterator[Tuple[Any, Totals]]:
+        """A unit's segments (:meth:`Scanner.segments`) as batches: each
+        choice takes the walked form while the dump's automatic memory
+        map walks last (in scan order, as in one process)."""
+        from ..analyze import AUTO_MEMMAP_WALKS
+        for seg in segs:
+            if seg[0] == "rows":
+                yield seg[1], seg[2]
+            elif self._walks < AUTO_MEMMAP_WALKS:
+                self._walks += 1
+                yield seg[1]
+            else:
+                yield seg[2]
 
 
 def _lost_unit(where: str, codes: str, form: Form) -> Tuple[Any, Totals]:

@@ -5,10 +5,19 @@ The walk records every node (header fields, the raw 64 slots, the marks)
 and every canonical entry (pointer, value, retry, zero, bad internal) with
 its XArray index and the number of slots its run of sibling entries covers.
 It follows ``xas_descend()`` / ``xa_for_each`` semantics from
-lib/xarray.c, but is defensive: a node is never followed twice (cycles), the
-depth is bounded by the shift (a child's shift is its parent's minus
-XA_CHUNK_SHIFT), and unreadable memory becomes a finding instead of an
-exception.
+lib/xarray.c, but is defensive: the depth is bounded by the shift (a
+child's shift is its parent's minus XA_CHUNK_SHIFT), unreadable memory
+becomes a finding instead of an exception, and a node reached twice is
+told apart:
+
+* a **cycle** - the node is its own ancestor on the path from the root
+  (``NODE_CYCLE``): never followed again on that path;
+* a **shared subtree** - the node is reached again from another slot, not
+  through itself (``NODE_SHARED``): readers that descend through either
+  slot see its entries, so it is walked again at the second position (at
+  most :data:`MAX_VISITS` times per node in all, so a hostile tree of
+  nodes shared at every level stays linear), and the repeated
+  :class:`NodeRec` has ``visit`` > 0.
 
 Sibling entries are *not* judged here; the walk only attaches a sibling to
 the canonical entry directly before it when the run is well formed
@@ -27,7 +36,7 @@ from dataclasses import dataclass, field
 from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import repeat
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ..findings import Finding
 from ..layout import Layout
@@ -38,6 +47,11 @@ from . import entry as E
 #: Default bound on nodes walked in one tree (about 2^30 indices of order-0
 #: folios); beyond it the walk stops with WALK_TRUNCATED.
 MAX_NODES = 20_000_000
+
+#: Times one node is walked at most (its first position plus the
+#: positions it is shared into); past that a NODE_SHARED finding says it
+#: was not walked again.
+MAX_VISITS = 4
 
 #: Byte -> its low three bits: a node whose slots' low bytes all map to 0
 #: (and that has no empty slot) holds only aligned pointers (fast path).
@@ -64,6 +78,7 @@ class NodeRec:
     depth: int
     holder: int           # node that held the entry (0: xa_head)
     holder_slot: int      # slot in holder (-1: xa_head)
+    visit: int = 0        # 0: first position; >0: walked again (shared)
 
     def slot_index(self, slot: int) -> int:
         return self.index + (slot << self.eshift)
@@ -266,10 +281,22 @@ class Walk:
     reads: int = 0
 
     def node_at(self, addr: int) -> Optional[NodeRec]:
+        """The node at ``addr`` at its first position."""
         for n in self.nodes:
             if n.addr == addr:
                 return n
         return None
+
+    def positions(self, addr: int) -> List[NodeRec]:
+        """Every position the walk met node ``addr`` at (more than one
+        for a shared subtree), in walk order."""
+        return [n for n in self.nodes if n.addr == addr]
+
+    @property
+    def unique_nodes(self) -> int:
+        """Nodes walked, each counted once (a shared node walked at two
+        positions is one node)."""
+        return sum(1 for n in self.nodes if not n.visit)
 
 
 def _node_unpacker(lay: Layout):
@@ -333,10 +360,7 @@ def walk_xarray(mem: Memory, lay: Layout, xarray: int,
     w.flags = int.from_bytes(hdr[0:4], "little")
     w.head = head = int.from_bytes(
         hdr[lay.xa_head - lay.xa_flags:lay.xa_head - lay.xa_flags + 8], "little")
-    chunk = lay.chunk_size
-    cshift = lay.chunk_shift
-    kind_of = E.kind_of
-    k = kind_of(head, chunk)
+    k = E.kind_of(head, lay.chunk_size)
     if k == E.EMPTY:
         return w
     if k != E.NODE:
@@ -348,13 +372,37 @@ def walk_xarray(mem: Memory, lay: Layout, xarray: int,
             w.entries.append(EntryRec(0, head, k, 0, -1, 0, 1))
         return w
 
+    return _walk_nodes(mem, lay, w, (E.xa_to_node(head), 0, None, 0, 0, -1),
+                       max_nodes)
+
+
+def walk_subtree(mem: Memory, lay: Layout, node: int,
+                 index: Optional[int] = None, shift: Optional[int] = None,
+                 max_nodes: int = MAX_NODES) -> Walk:
+    """Walk the subtree under ``node`` as if it sat at ``index`` with the
+    expected ``shift`` (a node cut off its tree, e.g. found in the slab:
+    its old place comes from its ``parent``/``offset``).  ``index`` None:
+    position unknown (indices from 0); ``shift`` None: trust the node's
+    own shift when sane.  Same results as :func:`walk_xarray` (``xarray``
+    is 0, ``head`` the node entry)."""
+    w = Walk(xarray=0, head=node | 2)
+    return _walk_nodes(mem, lay, w, (node, index or 0, shift, 0, 0, -1),
+                       max_nodes)
+
+
+def _walk_nodes(mem: Memory, lay: Layout, w: Walk, root: Tuple,
+                max_nodes: int) -> Walk:
+    """The walk from one node (``root``: a stack item, see below) into
+    ``w``."""
+    chunk = lay.chunk_size
+    cshift = lay.chunk_shift
+    kind_of = E.kind_of
     st, starts, counts = _node_unpacker(lay)
     unpack = st.unpack_from
     s_shift, s_off, s_cnt, s_nrv, s_par, s_arr = (starts[i] for i in range(6))
     s_slots, s_marks = starts[6], starts[7]
     n_marks = counts[7]
     node_size = max(lay.node_size, st.size)
-    seen = set()
     entries = w.entries
     nodes = w.nodes
     problems = w.problems
@@ -371,25 +419,56 @@ def walk_xarray(mem: Memory, lay: Layout, xarray: int,
     # (None, [EntryRec...]) for a node's entries that come after one of
     # its children: popping in order emits entries in index order.
     # The root's expected shift is what it says, if sane.
-    stack: List[Any] = [(E.xa_to_node(head), 0, None, 0, 0, -1)]
+    stack: List[Any] = [root]
+    # seen: node -> [visits, holder, holder_slot, index, eshift, readable]
+    # of its first position.  path[d]: the node being walked at depth d,
+    # so path[:depth] are the ancestors of a node popped at ``depth``.
+    seen: Dict[int, List[Any]] = {}
+    path: List[int] = []
     while stack:
         item = stack.pop()
         if item[0] is None:
             add_list(item[1])
             continue
         addr, base, eshift, depth, holder, hslot = item
-        if addr in seen:
-            problems.append(Finding(
-                "NODE_CYCLE", node=holder or None,
-                slots=(hslot,) if hslot >= 0 else (),
-                indices=(base,), address=addr, shift=eshift))
-            continue
+        del path[depth:]
+        first = seen.get(addr)
+        visit = 0
+        if first is not None:
+            if addr in path:
+                # Its own ancestor: following it would never end.
+                problems.append(Finding(
+                    "NODE_CYCLE", node=holder or None,
+                    slots=(hslot,) if hslot >= 0 else (),
+                    indices=(base,), address=addr, shift=eshift,
+                    extra={"ancestor_depth": path.index(addr)}))
+                continue
+            visit = first[0]
+            again = visit < MAX_VISITS and first[5]
+            if (holder, hslot) != (first[1], first[2]):
+                # A second slot holds it (inside a shared subtree, its
+                # children come again through the same slot: no finding).
+                span = (1 << (eshift + cshift)) if eshift is not None else 0
+                problems.append(Finding(
+                    "NODE_SHARED", node=holder or None,
+                    slots=(hslot,) if hslot >= 0 else (),
+                    indices=(base,), address=addr, shift=eshift,
+                    extra={"first_holder": first[1],
+                           "first_slot": first[2],
+                           "first_index": first[3],
+                           "first_shift": first[4], "span": span,
+                           "walked": bool(again)}))
+            if not again:
+                continue
+            first[0] += 1
         if len(nodes) >= max_nodes:
             w.truncated = True
             problems.append(Finding("WALK_TRUNCATED", expected=max_nodes,
                                     found=len(nodes) + 1 + _pending(stack)))
             break
-        seen.add(addr)
+        if first is None:
+            first = seen[addr] = [1, holder, hslot, base, eshift, False]
+        path.append(addr)
         try:
             buf = mem.read(addr, node_size)
             w.reads += 1
@@ -401,6 +480,7 @@ def walk_xarray(mem: Memory, lay: Layout, xarray: int,
                 indices=(base,), address=addr, shift=eshift,
                 extra={"reason": e.reason or str(e), "span": span}))
             continue
+        first[5] = True
         v = unpack(buf)
         shift = v[s_shift]
         if eshift is None:
@@ -414,7 +494,7 @@ def walk_xarray(mem: Memory, lay: Layout, xarray: int,
         slots = v[s_slots:s_slots + chunk]
         rec = NodeRec(addr, shift, v[s_off], v[s_cnt], v[s_nrv], v[s_par],
                       v[s_arr], slots, v[s_marks:s_marks + n_marks], base,
-                      eshift, depth, holder, hslot)
+                      eshift, depth, holder, hslot, visit)
         nodes.append(rec)
         if 0 not in slots:
             low = buf[slots_off:slots_end:8]

@@ -329,10 +329,12 @@ def default_out(family: str, cases: Sequence[str]) -> str:
     """``<planted dir>/<family>[-kaslr]-<cases tag>.elf``: a KASLR run of a
     family (``$CRASHEXT_LAB_KASLR=1``) gets its own copy."""
     from .labdumps import planted_dir, run_dir
-    from .scenarios import CASES
+    from .scenarios import CASES, IMPACT_CASES
 
     if sorted(cases) == sorted(CASES):
         tag = "all"
+    elif sorted(cases) == sorted(IMPACT_CASES):
+        tag = "impact"
     elif len(cases) <= 3:
         tag = "+".join(cases)
     else:
@@ -371,24 +373,27 @@ def make_planted(family: str, cases: Sequence[str], out: Optional[str] = None,
     return out, tp, truth
 
 
-_ensured: Dict[str, Dict[str, Any]] = {}
+_ensured: Dict[Any, Dict[str, Any]] = {}
 
 
-def ensure_planted(family: str) -> Optional[Dict[str, Any]]:
-    """The truth of ``family``'s dump with every case of
-    :data:`scenarios.CASES` planted (``<planted dir>/<family>-all.elf``),
-    built now when absent or stale (made from another run), reused
-    otherwise; once per process.  None when the family has no lab run.
-    Tests that need a planted dump call this, so they never depend on
-    another test having built it first."""
+def ensure_planted(family: str, cases: Optional[Sequence[str]] = None
+                   ) -> Optional[Dict[str, Any]]:
+    """The truth of ``family``'s dump with ``cases`` (default: every case
+    of :data:`scenarios.CASES`) planted (``<planted dir>/<family>-<tag>.elf``,
+    see :func:`default_out`), built now when absent or stale (made from
+    another run), reused otherwise; once per process.  None when the
+    family has no lab run.  Tests that need a planted dump call this, so
+    they never depend on another test having built it first."""
     from . import labdumps, scenarios
 
-    if family in _ensured:
-        return _ensured[family]
+    cases = list(scenarios.CASES if cases is None else cases)
+    key = (family, tuple(sorted(cases)))
+    if key in _ensured:
+        return _ensured[key]
     if labdumps.elf_run(family) is None:
         return None
-    _out, _tp, truth = make_planted(family, list(scenarios.CASES))
-    _ensured[family] = truth
+    _out, _tp, truth = make_planted(family, cases)
+    _ensured[key] = truth
     return truth
 
 
@@ -398,17 +403,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.lab.plant", description=__doc__.split("\n")[0])
     ap.add_argument("--family", default="6.1", help="lab family (6.1, 6.12, 6.12-kaslr, ...)")
     ap.add_argument("--cases", default="all",
-                    help="comma separated, or 'all': " + ",".join(scenarios.CASES))
+                    help="comma separated, 'all' (%s) or 'impact' (%s)"
+                    % (",".join(scenarios.CASES), ",".join(scenarios.IMPACT_CASES)))
     ap.add_argument("--out", help="planted ELF path (default <lab>/planted/<family>-<cases>.elf)")
     ap.add_argument("--force", action="store_true", help="re-copy even if a matching copy exists")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     a = ap.parse_args(argv)
     if a.list:
-        for c in scenarios.CASES:
+        for c in scenarios.CASE_DOCS:
             print("%-16s %s" % (c, scenarios.CASE_DOCS[c]))
         return 0
-    cases = list(scenarios.CASES) if a.cases == "all" else [c.strip() for c in a.cases.split(",") if c.strip()]
-    bad = [c for c in cases if c not in scenarios.CASES]
+    if a.cases in ("all", "impact"):
+        cases = list(scenarios.CASES if a.cases == "all" else scenarios.IMPACT_CASES)
+    else:
+        cases = [c.strip() for c in a.cases.split(",") if c.strip()]
+    bad = [c for c in cases if c not in scenarios.CASE_DOCS]
     if bad:
         ap.error("unknown case(s): %s" % ", ".join(bad))
     out, tp, truth = make_planted(a.family, cases, a.out, a.force)

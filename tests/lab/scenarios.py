@@ -56,7 +56,21 @@ CASE_DOCS = {
                    "unfinished node) -> FOLIO_ORDER, NRPAGES",
     "unreadable_node": "node slot := unmapped direct-map address | 2 -> NODE_UNREADABLE",
     "cycle": "interior node slot := root node | 2 -> NODE_CYCLE",
+    "cutoff_leaf": "interior node slot of a leaf := NULL (count adjusted): the leaf is "
+                   "cut off -> NRPAGES; lost folios, NODE_CUT_OFF (slab)",
+    "shared_node": "interior node slot := the node of the slot before it: one leaf at two "
+                   "positions -> NODE_SHARED, NODE_OFFSET, DUP_FOLIO, FOLIO_INDEX; the "
+                   "other leaf cut off",
+    "foreign_folio": "leaf slot := another file's folio of the same order -> "
+                     "FOLIO_MAPPING (+FOLIO_INDEX); this file's folio cut off",
+    "dirty_cutoff": "a dirty folio's slots, count and marks cleared: data at risk -> "
+                    "NRPAGES; FOLIO_LOST (memory map), dirty",
 }
+
+#: The cases of the impact tests (tests/test_impact.py): each takes
+#: folios out of the reader's reach in its own way.
+IMPACT_CASES: Tuple[str, ...] = ("cutoff_leaf", "shared_node", "foreign_folio",
+                                 "split_stale", "dirty_cutoff")
 
 #: Files tried first for each case (then every other manifest file); spread so
 #: that the default set of all cases uses few shared nodes.
@@ -71,6 +85,10 @@ PREFERRED_FILES = {
     "split_stale": ["/mnt/xfs/big200", "/mnt/xfs/big64"],
     "unreadable_node": ["/mnt/xfs/split64", "/mnt/xfs/big200"],
     "cycle": ["/mnt/xfs/big64", "/mnt/xfs/shadow64"],
+    "cutoff_leaf": ["/mnt/xfs/big64", "/mnt/xfs/shadow64", "/mnt/xfs/split64"],
+    "shared_node": ["/mnt/xfs/shadow64", "/mnt/xfs/big64", "/mnt/xfs/split64"],
+    "foreign_folio": ["/mnt/xfs/split64", "/mnt/xfs/big64"],
+    "dirty_cutoff": ["/mnt/xfs/dirty32"],
 }
 #: The "other file" whose address_space / i_pages cross-linking cases use.
 OTHER_FILES = ["/mnt/xfs/big64", "/mnt/xfs/big200", "/mnt/xfs/dirty32"]
@@ -154,6 +172,9 @@ class Layout:
     as_nrpages: int
     f_mapping: int
     f_index: int
+    f_flags: int = 0
+    #: enum pageflags bits: name -> bit (dirty, writeback, locked, uptodate)
+    pg: Dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, prog) -> "Layout":
@@ -182,6 +203,9 @@ class Layout:
             as_i_pages=offsetof(prog.type("struct address_space"), "i_pages"),
             as_nrpages=offsetof(prog.type("struct address_space"), "nrpages"),
             f_mapping=offsetof(F, "mapping"), f_index=f_index,
+            f_flags=offsetof(F, "flags"),
+            pg={k: prog.constant("PG_" + k).value_()
+                for k in ("dirty", "writeback", "locked", "uptodate")},
         )
 
 
@@ -223,6 +247,7 @@ class Node:
     holder: Optional["Node"] = None
     holder_slot: Optional[int] = None
     lay: Optional[Layout] = field(default=None, repr=False)
+    visit: int = 0            # > 0: a shared node walked again
 
     def index(self, slot: int) -> int:
         return self.base + (slot << self.shift)
@@ -259,9 +284,15 @@ class Node:
 
 
 class Tree:
-    """Nodes of one XArray, walked through ``read`` (drgn or overlay);
-    unreadable nodes and revisited nodes (cycles) are recorded, not
-    followed."""
+    """Nodes of one XArray, walked through ``read`` (drgn or overlay) as
+    ``xas_descend()`` readers do: unreadable nodes and nodes that are
+    their own ancestor (cycles) are recorded, not followed; a node held
+    by a second slot (a shared subtree) is recorded and walked again
+    there (readers descend through every slot that holds it), at most
+    ``MAX_VISITS`` times per node.  ``nodes`` has one Node per position
+    (``visit`` > 0 for the repeats), ``by_addr`` the first."""
+
+    MAX_VISITS = 4
 
     def __init__(self, read: Reader, lay: Layout, xa: int, max_nodes: int = 1 << 20):
         import drgn
@@ -271,18 +302,33 @@ class Tree:
         self.by_addr: Dict[int, Node] = {}
         self.unreadable: List[Tuple[Optional[Node], int, int]] = []
         self.revisits: List[Tuple[Optional[Node], int, int]] = []
+        #: (holder, slot, node) of every second slot holding a node
+        self.shared: List[Tuple[Optional[Node], int, int]] = []
         self.head = int.from_bytes(read(xa + lay.xa_head, 8), "little")
         ch = lay.chunk
         stack: List[Tuple[int, int, int, Optional[Node], Optional[int]]] = []
         if kind(self.head, ch) == NODE:
             stack.append((self.head - 2, 0, 0, None, None))
-        seen = set()
+        first: Dict[int, Tuple[Optional[int], Optional[int]]] = {}
+        visits: Dict[int, int] = {}
+        path: List[int] = []
         while stack and len(self.nodes) < max_nodes:
             addr, base, depth, holder, hslot = stack.pop()
-            if addr in seen:
-                self.revisits.append((holder, hslot, addr))
-                continue
-            seen.add(addr)
+            del path[depth:]
+            hkey = (holder.addr if holder else None, hslot)
+            if addr in first:
+                if addr in path:
+                    self.revisits.append((holder, hslot, addr))
+                    continue
+                if hkey != first[addr]:
+                    self.shared.append((holder, hslot, addr))
+                if visits[addr] >= self.MAX_VISITS:
+                    continue
+            else:
+                first[addr] = hkey
+                visits[addr] = 0
+            visits[addr] += 1
+            path.append(addr)
             try:
                 raw = read(addr, lay.node_size)
             except drgn.FaultError:
@@ -298,8 +344,9 @@ class Tree:
                      array=int.from_bytes(raw[lay.array:lay.array + 8], "little"),
                      slots=slots, marks=marks, base=base, depth=depth,
                      holder=holder, holder_slot=hslot, lay=lay)
+            n.visit = visits[addr] - 1
             self.nodes.append(n)
-            self.by_addr[addr] = n
+            self.by_addr.setdefault(addr, n)
             children = [(i, e) for i, e in enumerate(slots) if kind(e, ch) == NODE]
             if n.shift == 0:
                 children = []          # a node entry in a leaf is not followed
@@ -380,6 +427,29 @@ class Ctx:
 
     def read_u64(self, addr: int) -> int:
         return int.from_bytes(self.prog.read(addr, 8), "little")
+
+    def folio_info(self, folio: int) -> Dict[str, Any]:
+        """Ground truth of one folio from the dump: index, order, mapping
+        and the state flags of ``enum pageflags``."""
+        flags = self.read_u64(folio + self.lay.f_flags)
+        return {"folio": hx(folio), "index": self.read_u64(folio + self.lay.f_index),
+                "order": self.order(folio),
+                "mapping": hx(self.read_u64(folio + self.lay.f_mapping)),
+                "state": sorted(k for k, b in self.lay.pg.items() if flags >> b & 1)}
+
+    def own_folios(self, f: Dict[str, Any], tree: "Tree") -> List[Dict[str, Any]]:
+        """Every distinct folio of file ``f`` that ``tree`` holds, with
+        its info (folio->mapping is the file's address_space)."""
+        own = hexint(f["i_pages"]) - self.lay.as_i_pages
+        out, seen = [], set()
+        for _idx, folio, _n, _s, _ns in tree.folio_slots():
+            if folio in seen:
+                continue
+            seen.add(folio)
+            info = self.folio_info(folio)
+            if hexint(info["mapping"]) == own:
+                out.append(info)
+        return out
 
     # claims ---------------------------------------------------------------
     def free(self, xa: int, lo: int, hi: int) -> bool:
@@ -654,7 +724,15 @@ def _split_stale(ctx: Ctx) -> Plan:
                   "here slot 0 keeps its order-%d folio, so the tree claims 64 pages for "
                   "a %d-page folio and the other %d folios of the node are lost"
                   % (o, 1 << o, len(lost)),
-            extra={"lost_folios": [hx(x) for x in lost]})
+            extra={"lost_folios": [hx(x) for x in lost],
+                   # Readers of slots 1..63 follow sibling(0) to the
+                   # order-o folio: indices past its 2^o pages read its
+                   # bytes again (filemap_read(): offset = pos & (size-1)).
+                   "impact": {"ranges": [{
+                       "kind": "aliased", "first": n.base + (1 << o),
+                       "last": n.base + ch - 1,
+                       "sources": [[n.base, n.base + (1 << o) - 1]]}],
+                       "lost": [ctx.folio_info(x) for x in lost]}})
     raise NoTarget("no full leaf of small folios")
 
 
@@ -732,11 +810,247 @@ def _cycle(ctx: Ctx) -> Plan:
     raise NoTarget("no interior node")
 
 
+# ---------------------------------------------------------------------------
+# Impact cases: what the damage means for the file (crashext.impact /
+# crashext.lost).  Ground truth comes from the clean dump: the folios each
+# case takes out of reach (their index, order and enum pageflags state),
+# the index ranges a reader now gets wrong, the node cut off.
+# ---------------------------------------------------------------------------
+
+
+def _leaf_children(ctx: Ctx, prefs: Sequence[str]):
+    """(file, tree, Y, slot, X): a leaf X held at ``slot`` of the
+    interior node Y one level up, neither marked there, range free."""
+    cshift = ctx.lay.chunk.bit_length() - 1
+    for f in ctx.files(prefs):
+        t = ctx.tree(f)
+        xa = hexint(f["i_pages"])
+        for Y in t.nodes:
+            if Y.shift != cshift or Y.visit:
+                continue
+            for i, e in enumerate(Y.slots):
+                if kind(e) != NODE:
+                    continue
+                X = t.by_addr.get(e - 2)
+                if (X is None or X.shift != 0 or X.marked() or Y.marked(i, i + 1)
+                        or not ctx.free(xa, *Y.slot_range(i))):
+                    continue
+                yield f, t, Y, i, X
+
+
+def _node_folios(ctx: Ctx, X: Node, base: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Info of every folio entry of leaf X, with ``at``: [first, last]
+    index range the tree gives it (``base``: X's first index there)."""
+    base = X.base if base is None else base
+    out = []
+    for s, e, ns in X.runs():
+        if kind(e) == POINTER:
+            info = ctx.folio_info(e)
+            info["at"] = [base + s, base + s + ns - 1]
+            out.append(info)
+    return out
+
+
+def _lost_ranges(infos: Sequence[Dict[str, Any]], found: str) -> List[Dict[str, Any]]:
+    return [{"kind": "lost", "first": x["index"], "last": x["index"] + (1 << x["order"]) - 1,
+             "folios": [x["folio"]], "state": x["state"], "found": found,
+             "at_risk": bool({"dirty", "writeback"} & set(x["state"]))}
+            for x in infos]
+
+
+def _cutoff_leaf(ctx: Ctx) -> Plan:
+    for f, t, Y, i, X in _leaf_children(ctx, PREFERRED_FILES["cutoff_leaf"]):
+        if Y.count != sum(1 for x in Y.slots if x):
+            continue
+        folios = _node_folios(ctx, X)
+        if not folios:
+            continue
+        pages = sum(1 << x["order"] for x in folios)
+        lo, hi = Y.slot_range(i)
+        return Plan(
+            file=f,
+            writes=[(Y.slot_addr(i), u64(0), _slot_name(Y, i) + " := NULL (leaf cut off)"),
+                    (Y.addr + ctx.lay.count, bytes([Y.count - 1]),
+                     "xa_node 0x%x .count %d -> %d (kept consistent)"
+                     % (Y.addr, Y.count, Y.count - 1))],
+            codes=[], expect=[], indices=[lo], node=Y.addr, slots=[i], claimed=(lo, hi),
+            must_not=["NODE_COUNT", "NODE_PARENT", "NODE_OFFSET", "DUP_FOLIO",
+                      "FOLIO_INDEX", "SIBLING_TO_NULL", "MARK_PARENT"],
+            notes="leaf 0x%x (indices [%d, %d), %d folios, %d pages) unlinked from slot %d "
+                  "of 0x%x; the leaf stays allocated with parent/offset naming that slot"
+                  % (X.addr, lo, hi, len(folios), pages, i, Y.addr),
+            extra={"impact": {
+                "ranges": _lost_ranges(folios, "cut-off node"),
+                "lost": folios,
+                "cutoff": {"node": hx(X.addr), "parent": hx(Y.addr), "offset": i,
+                           "first_index": lo, "pages": pages}}})
+    raise NoTarget("no leaf under an interior node")
+
+
+def _shared_node(ctx: Ctx) -> Plan:
+    for f, t, Y, i1, X1 in _leaf_children(ctx, PREFERRED_FILES["shared_node"]):
+        i2 = i1 + 1
+        if i2 >= ctx.lay.chunk or kind(Y.slots[i2]) != NODE or Y.marked(i2, i2 + 1):
+            continue
+        X2 = t.by_addr.get(Y.slots[i2] - 2)
+        xa = hexint(f["i_pages"])
+        if X2 is None or X2.shift != 0 or not ctx.free(xa, *Y.slot_range(i2)):
+            continue
+        f1, f2 = _node_folios(ctx, X1), _node_folios(ctx, X2)
+        if not f1 or not f2:
+            continue
+        lo1, hi1 = Y.slot_range(i1)
+        lo2, hi2 = Y.slot_range(i2)
+        # The second position: every folio of X1 is read at index +delta,
+        # where its own range (folio->index) is not.
+        aliased = [{"kind": "aliased", "first": x["at"][0] + lo2 - lo1,
+                    "last": x["at"][1] + lo2 - lo1, "folios": [x["folio"]],
+                    "sources": [[x["index"], x["index"] + (1 << x["order"]) - 1]]}
+                   for x in f1]
+        codes = ["NODE_SHARED", "NODE_OFFSET", "DUP_FOLIO", "FOLIO_INDEX"]
+        return Plan(
+            file=f,
+            writes=[(Y.slot_addr(i2), u64(mk_node(X1.addr)),
+                     _slot_name(Y, i2) + " := node 0x%x (that of slot %d)" % (X1.addr, i1))],
+            codes=codes,
+            expect=[{"code": "NODE_SHARED", "node": hx(Y.addr), "slots": [i2],
+                     "indices": [lo2], "address": hx(X1.addr), "first_slot": i1,
+                     "first_index": lo1},
+                    {"code": "NODE_OFFSET", "node": hx(X1.addr), "expected": i2, "found": i1,
+                     "indices": [lo2]}],
+            indices=[lo2], node=Y.addr, slots=[i2], claimed=(lo1, hi2),
+            must_not=["NODE_CYCLE", "NODE_COUNT", "NODE_ARRAY", "FOLIO_MAPPING",
+                      "SIBLING_TO_NULL", "MARK_PARENT"],
+            notes="slot %d of 0x%x now holds the leaf of slot %d: leaf 0x%x is read at "
+                  "[%d, %d) and [%d, %d); leaf 0x%x (%d folios) is cut off"
+                  % (i2, Y.addr, i1, X1.addr, lo1, hi1, lo2, hi2, X2.addr, len(f2)),
+            extra={"impact": {
+                "ranges": aliased + _lost_ranges(f2, "memory map"),
+                "lost": f2,
+                "cutoff": {"node": hx(X2.addr), "parent": hx(Y.addr), "offset": i2,
+                           "first_index": lo2,
+                           "pages": sum(1 << x["order"] for x in f2)},
+                "shared": {"node": hx(X1.addr), "holder": hx(Y.addr), "first_slot": i1,
+                           "second_slot": i2, "first_index": lo1, "second_index": lo2,
+                           "delta": lo2 - lo1, "own": 0,
+                           "pages": sum(1 << x["order"] for x in f1),
+                           "folios": len(f1)}}})
+    raise NoTarget("no interior node with two unmarked leaves side by side")
+
+
+def _foreign_folio(ctx: Ctx) -> Plan:
+    for f, t, n in _leaves(ctx, PREFERRED_FILES["foreign_folio"]):
+        own = hexint(f["i_pages"]) - ctx.lay.as_i_pages
+        xa = hexint(f["i_pages"])
+        mine = {e for _i, e, _n, _s, _ns in t.folio_slots()}
+        for s, e, ns in n.runs():
+            if kind(e) != POINTER or n.marked(s, s + ns):
+                continue
+            o = ctx.order(e)
+            lo, hi = n.slot_range(s, ns)
+            if o is None or (1 << o) != ns or not ctx.free(xa, lo, hi):
+                continue
+            if hexint(ctx.folio_info(e)["mapping"]) != own:
+                continue
+            other = ctx.other_file(f["path"])
+            ot = ctx.tree(other)
+            oas = hexint(other["i_pages"]) - ctx.lay.as_i_pages
+            for _i, fb, _n2, _s2, _ns2 in ot.folio_slots():
+                if fb in mine or ctx.order(fb) != o:
+                    continue
+                info_b = ctx.folio_info(fb)
+                if hexint(info_b["mapping"]) != oas:
+                    continue
+                info_a = ctx.folio_info(e)
+                info_a["at"] = [lo, hi - 1]
+                codes = ["FOLIO_MAPPING"] + (["FOLIO_INDEX"] if info_b["index"] != lo else [])
+                return Plan(
+                    file=f,
+                    writes=[(n.slot_addr(s), u64(fb),
+                             _slot_name(n, s) + " := folio 0x%x of %s" % (fb, other["path"]))],
+                    codes=codes,
+                    expect=[{"code": "FOLIO_MAPPING", "folio": hx(fb), "node": hx(n.addr),
+                             "slots": [s], "indices": [lo], "expected": hx(own),
+                             "found": hx(oas), "other_ino": other.get("i_ino")}],
+                    indices=[lo], node=n.addr, slots=[s], claimed=(lo, hi), folio=fb,
+                    must_not=["DUP_FOLIO", "FOLIO_ORDER", "FOLIO_ALIGN", "NODE_COUNT",
+                              "SIBLING_TO_NULL"],
+                    notes="order-%d folio of %s in the slot of this file's folio 0x%x, "
+                          "which is cut off" % (o, other["path"], e),
+                    extra={"other_file": other["path"], "impact": {
+                        "ranges": [{"kind": "foreign", "first": lo, "last": hi - 1,
+                                    "folios": [hx(fb)], "other_ino": other.get("i_ino"),
+                                    "state": info_b["state"]}]
+                        + _lost_ranges([info_a], "memory map"),
+                        "lost": [info_a]}})
+    raise NoTarget("no folio with a same-order folio in another file")
+
+
+def _clear_marks(ctx: Ctx, t: Tree, n: Node, lo: int, hi: int):
+    """Writes clearing slots [lo, hi) of every mark of n, and each
+    ancestor's bit for a node left without the mark (xas_clear_mark())."""
+    lay = ctx.lay
+    writes = []
+    mask = ((1 << (hi - lo)) - 1) << lo
+    for m in range(lay.nmarks):
+        cur, bits = n, n.marks[m] & ~mask
+        while cur is not None and bits != cur.marks[m]:
+            writes.append((cur.addr + lay.marks + 8 * m, u64(bits),
+                           "xa_node 0x%x .marks[%d] 0x%x -> 0x%x"
+                           % (cur.addr, m, cur.marks[m], bits)))
+            if bits or cur.holder is None:
+                break
+            up = cur.holder
+            bits = up.marks[m] & ~(1 << cur.holder_slot)
+            cur = up
+    return writes
+
+
+def _dirty_cutoff(ctx: Ctx) -> Plan:
+    for f in [x for x in (file_entry(ctx.m, p) for p in PREFERRED_FILES["dirty_cutoff"])
+              if x and x.get("i_pages")]:
+        t = ctx.tree(f)
+        xa = hexint(f["i_pages"])
+        own = xa - ctx.lay.as_i_pages
+        for n in t.nodes:
+            for s, e, ns in n.runs():
+                if kind(e) != POINTER:
+                    continue
+                info = ctx.folio_info(e)
+                lo, hi = n.slot_range(s, ns)
+                if ("dirty" not in info["state"] or hexint(info["mapping"]) != own
+                        or not ctx.free(xa, lo, hi)
+                        or n.count != sum(1 for x in n.slots if x) or n.count <= ns):
+                    continue
+                info["at"] = [lo, hi - 1]
+                writes = [(n.slot_addr(s), bytes(8 * ns),
+                           "xa_node 0x%x .slots[%d..%d] := NULL (dirty folio 0x%x cut off)"
+                           % (n.addr, s, s + ns - 1, e)),
+                          (n.addr + ctx.lay.count, bytes([n.count - ns]),
+                           "xa_node 0x%x .count %d -> %d (kept consistent)"
+                           % (n.addr, n.count, n.count - ns))]
+                writes += _clear_marks(ctx, t, n, s, s + ns)
+                return Plan(
+                    file=f, writes=writes, codes=[], expect=[], indices=[lo], node=n.addr,
+                    slots=list(range(s, s + ns)), claimed=(lo, hi), folio=e,
+                    must_not=["NODE_COUNT", "MARK_PARENT", "MARK_ON_EMPTY", "SIBLING_TO_NULL",
+                              "DUP_FOLIO", "FOLIO_INDEX"],
+                    notes="dirty order-%d folio 0x%x at [%d, %d) removed from the tree with "
+                          "its siblings and marks (count and marks kept consistent): its data "
+                          "is in memory only, and writeback no longer finds it"
+                          % (info["order"], e, lo, hi),
+                    extra={"impact": {"ranges": _lost_ranges([info], "memory map"),
+                                      "lost": [info]}})
+    raise NoTarget("no dirty folio")
+
+
 _BUILDERS: Dict[str, Callable[[Ctx], Plan]] = {
     "seed": _seed, "stale_sibling": _stale_sibling, "sibling_to_null": _sibling_to_null,
     "wrong_mapping": _wrong_mapping, "wrong_index": _wrong_index, "node_count": _node_count,
     "cross_linked": _cross_linked, "split_stale": _split_stale,
     "unreadable_node": _unreadable_node, "cycle": _cycle,
+    "cutoff_leaf": _cutoff_leaf, "shared_node": _shared_node,
+    "foreign_folio": _foreign_folio, "dirty_cutoff": _dirty_cutoff,
 }
 
 
@@ -754,6 +1068,44 @@ def _nrpages_truth(ctx: Ctx, f: Dict[str, Any], writes: Sequence[Tuple[int, byte
     diff = [k for k in ("distinct", "per_slot") if after[k] != nr]
     return {"mapping": nr, "before": before, "after": after, "baseline_ok": base_ok,
             "differs": diff}
+
+
+def _lost_truth(ctx: Ctx, f: Dict[str, Any], writes: Sequence[Tuple[int, bytes]]
+                ) -> Dict[str, Any]:
+    """What the planted tree still reaches of file ``f`` and what it lost,
+    from the clean dump and the writes: ``reachable`` = pages of the
+    distinct folios whose ``mapping`` is the file's that the planted tree
+    holds (at any index); ``lost`` = the file's folios of the clean tree
+    that the planted tree does not hold at their ``index`` (with the
+    folio fields as the planted dump has them)."""
+    xa = hexint(f["i_pages"])
+    own = xa - ctx.lay.as_i_pages
+    read = overlay_reader(ctx.prog, writes)
+    lay = ctx.lay
+
+    def field_(folio: int, off: int) -> int:
+        return int.from_bytes(read(folio + off, 8), "little")
+
+    after = Tree(read, lay, xa)
+    held = {(i, e) for i, e, _n, _s, _ns in after.folio_slots()}
+    reached = {e for _i, e in held}
+    reachable = 0
+    for e in reached:
+        o = ctx.order(e)
+        if o is not None and field_(e, lay.f_mapping) == own:
+            reachable += 1 << o
+    lost = []
+    for x in ctx.own_folios(f, ctx.tree(f)):
+        e = hexint(x["folio"])
+        if field_(e, lay.f_mapping) != own:
+            continue
+        idx = field_(e, lay.f_index)
+        if (idx, e) not in held:
+            lost.append(dict(x, index=idx, reached=e in reached))
+    lost.sort(key=lambda x: (x["index"], x["folio"]))
+    return {"reachable": reachable, "lost": lost,
+            "lost_pages": sum(1 << x["order"] for x in lost),
+            "shared": len(after.shared), "cycles": len(after.revisits)}
 
 
 def _finish(ctx: Ctx, name: str, p: Plan) -> Tuple[List[Tuple[int, bytes]], Dict[str, Any]]:
@@ -822,6 +1174,7 @@ def build_cases(manifest: Dict[str, Any], names: Sequence[str], prog=None
     for path, e in files.items():
         nrp = _nrpages_truth(ctx, file_entry(manifest, path), writes)
         e["nrpages"] = nrp
+        e["lost"] = _lost_truth(ctx, file_entry(manifest, path), writes)
         if (nrp["baseline_ok"] and len(nrp["differs"]) == 2
                 and not nrp["after"]["unreadable_nodes"]):
             e["codes"].append("NRPAGES")
