@@ -335,8 +335,9 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
             raise CrashextError("drgn is not installed: pip install drgn")
         from .triage.scanjobs import ParallelScan
         from .triage.scanout import Form
+        import functools
         source = ParallelScan(
-            lambda: open_memory(vmcore, vmlinux, None, whole_dump="scan"),
+            functools.partial(open_memory, vmcore, vmlinux, None, "scan"),
             jobs, Form(fmt, include_clean), progress=prog.scan_callback(),
             slab=slab, fs_types=fs_types or None,
             memmap=False if no_memmap else "auto")

@@ -323,6 +323,113 @@ def test_parallel_output_is_byte_identical(family):
                 (one.returncode, one.stdout, one.stderr), (j, extra)
 
 
+BUDGET = r"""
+import sys
+import crashext.analyze as A
+from crashext import frontdoor
+from crashext.backends.drgn import DrgnMemory
+from crashext.triage.scan import LocalScan
+from crashext.triage.scanjobs import ParallelScan
+from crashext.triage.scanout import Form
+
+VMCORE, VMLINUX, BUDGET = sys.argv[1], sys.argv[2], int(sys.argv[3])
+A.AUTO_MEMMAP_WALKS = BUDGET            # the workers fork with it
+outs = []
+for jobs in (2, 3, 1):      # one process last: the parent stays unthreaded
+    out = []
+    rep = frontdoor.Reporter(sys.stdout)
+    rep.write = out.append
+    opts = dict(unit_entries=1, memmap="auto")
+    if jobs == 1:
+        src = LocalScan(DrgnMemory.open(VMCORE, VMLINUX), Form("jsonl", True),
+                        **opts)
+    else:
+        src = ParallelScan(lambda: DrgnMemory.open(VMCORE, VMLINUX), jobs,
+                           Form("jsonl", True), **opts)
+    frontdoor.scan(None, rep, "jsonl", True, source=src)
+    outs.append("".join(out))
+print(repr(outs))
+"""
+
+
+@pytest.mark.lab
+def test_automatic_memory_map_walks_go_where_one_process_gives_them():
+    """A dump whose trees walk the memory map on their own (nrpages not
+    accounted for; the planted dump has 4): the first AUTO_MEMMAP_WALKS
+    of them in scan order get a walk, the others a note, however the
+    units are shared out (one tree a unit, 1, 2 and 3 workers)."""
+    m, path, truth = _planted()
+    runs = {}
+    for budget in (16, 2):
+        p = subprocess.run([sys.executable, "-c", BUDGET, path,
+                            m["vmlinux"], str(budget)], capture_output=True,
+                           text=True, cwd=ROOT, timeout=900)
+        assert p.returncode == 0, p.stderr
+        two, three, one = eval(p.stdout)
+        assert one == two == three, budget
+        runs[budget] = [json.loads(ln) for ln in one.splitlines()]
+    full, two = runs[16], runs[2]
+    walked = [i for i, r in enumerate(full)
+              if "(memory map)" in r.get("impact", {}).get("nrpages", "")]
+    assert len(walked) > 2
+    for i, (a, b) in enumerate(zip(full[:-1], two[:-1])):
+        if i in walked[2:]:
+            assert "not searched: memory map" in b["impact"]["nrpages"]
+            assert a != b
+        else:
+            assert a == b, a.get("path")
+
+
+THREADED = r"""
+import functools, sys
+from crashext import frontdoor
+from crashext.backends.drgn import DrgnMemory
+from crashext.memory import CrashextError
+from crashext.triage.scanjobs import ParallelScan, _start_method
+from crashext.triage.scanout import Form
+
+VMCORE, VMLINUX = sys.argv[1], sys.argv[2]
+mem = DrgnMemory.open(VMCORE, VMLINUX)       # this process now has threads
+print("METHOD", _start_method())
+outs = []
+for opener in (functools.partial(DrgnMemory.open, VMCORE, VMLINUX), None):
+    out = []
+    rep = frontdoor.Reporter(sys.stdout)
+    rep.write = out.append
+    if opener is None:
+        from crashext.triage.scan import LocalScan
+        src = LocalScan(mem, Form("jsonl", True))
+    else:
+        src = ParallelScan(opener, 2, Form("jsonl", True))
+    frontdoor.scan(None, rep, "jsonl", True, source=src)
+    outs.append("".join(out))
+print("SAME", outs[0] == outs[1], len(outs[0]))
+try:
+    list(ParallelScan(lambda: DrgnMemory.open(VMCORE, VMLINUX), 2,
+                      Form("jsonl", True)))
+except CrashextError as e:
+    print("ERROR", e)
+"""
+
+
+@pytest.mark.lab
+def test_a_threaded_caller_gets_workers_from_a_fork_server():
+    """ParallelScan from a process that opened a dump with drgn (threads:
+    a fork of it can hang) starts its workers from a fork server: same
+    output; an opener that cannot be sent there is one error."""
+    m, path = lab_dump("6.1")
+    p = subprocess.run([sys.executable, "-c", THREADED, path, m["vmlinux"]],
+                       capture_output=True, text=True, cwd=ROOT,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "METHOD forkserver"
+    assert lines[1].startswith("SAME True ") and int(lines[1].split()[2]) \
+        > 1000
+    assert lines[2].startswith("ERROR scan -j: cannot start a worker "
+                               "process from this one (")
+
+
 DYING = r"""
 import os, sys
 from crashext import frontdoor

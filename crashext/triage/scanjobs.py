@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import signal
 from multiprocessing.connection import wait
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -87,8 +88,9 @@ class ParallelScan:
     ``(pieces, totals)`` batches as :class:`crashext.triage.scan.
     LocalScan`, in plan order; ``slab`` is set after the last batch.
 
-    ``open_mem`` opens the dump in a worker (called after the fork, in
-    each worker).  Raises :class:`CrashextError` (one line) when no
+    ``open_mem`` opens the dump in a worker (called in each worker; see
+    :func:`_start_method` for what it must be when this process has
+    threads).  Raises :class:`CrashextError` (one line) when no
     worker could open or plan the dump."""
 
     def __init__(self, open_mem: Callable[[], Memory], jobs: int,
@@ -101,10 +103,7 @@ class ParallelScan:
         self._walks = 0                 # automatic walks given, in order
 
     def __iter__(self) -> Iterator[Tuple[Any, Totals]]:
-        # fork: the workers get open_mem and the form without pickling;
-        # the parent has not opened the dump (drgn's threads are the
-        # workers' own).
-        ctx = mp.get_context("fork")
+        ctx = mp.get_context(_start_method())
         counter = ctx.Value("q", 0)
         procs, conns = [], {}
         for wid in range(self.jobs):
@@ -112,7 +111,13 @@ class ParallelScan:
             p = ctx.Process(target=_worker, name="crashext-scan-%d" % wid,
                             args=(wid, self.open_mem, self.form, self.opts,
                                   self.want_slab, counter, w), daemon=True)
-            p.start()
+            try:
+                p.start()
+            except (pickle.PicklingError, AttributeError, TypeError) as e:
+                for q in procs:
+                    q.terminate()
+                raise CrashextError("scan -j: cannot start a worker "
+                                    "process from this one (%s)" % e)
             w.close()
             procs.append(p)
             conns[r] = p
@@ -214,6 +219,29 @@ class ParallelScan:
                 yield seg[1]
             else:
                 yield seg[2]
+
+
+def _threads() -> int:
+    """Threads of this process (1 when it cannot be told)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
+def _start_method() -> str:
+    """fork (the workers get ``open_mem`` and the form as they are, no
+    start-up) when this process has one thread, as ``crashext scan``'s
+    parent has: it never opens the dump.  A process with threads (one
+    that opened a dump with drgn: its OpenMP threads) is not forked, a
+    child of it can hang; workers then come from a fork server, and
+    ``open_mem`` must pickle (``functools.partial(DrgnMemory.open,
+    vmcore, vmlinux)``, not a lambda)."""
+    return "fork" if _threads() <= 1 else "forkserver"
 
 
 def _lost_unit(where: str, codes: str, form: Form) -> Tuple[Any, Totals]:
