@@ -59,9 +59,12 @@ def child(argv) -> None:
     what = argv[0]
     from crashext.triage import batch
     if what in ("scan", "slab"):
+        from crashext.triage.debuginfo import find_vmlinux
+        from crashext.triage.dumpfile import header_facts
         dump = argv[1]
-        rel = batch.read_release(dump)
-        vml = batch.find_vmlinux(rel, [lab_dir()], dump=dump)
+        facts = header_facts(dump)
+        vml = find_vmlinux(facts["release"], facts["build_id"], [lab_dir()],
+                           dump=dump).path
         from crashext.backends.drgn import DrgnMemory
         t0 = time.perf_counter()
         mem = DrgnMemory.open(dump, vml)
@@ -88,7 +91,7 @@ def child(argv) -> None:
         try:
             t0 = time.perf_counter()
             res = batch.triage(dumps, out, workers=workers, engine=engine,
-                               debug_dirs=[lab_dir()], log=None)
+                               debug_dirs=[lab_dir()], log=None, settle=0)
             t1 = time.perf_counter()
         finally:
             shutil.rmtree(out, ignore_errors=True)

@@ -396,39 +396,55 @@ def folio(vmcore, vmlinux, snapshot, debug, via, addresses):
 @click.option("--out", "-o", "out_dir", required=True, metavar="DIR",
               help="Where one JSON result per dump goes (resumable).")
 @click.option("--debug-dir", "-d", "debug_dirs", multiple=True,
-              metavar="DIR", help="Where vmlinux-<release> files are "
-                                  "(repeatable; searched by release).")
+              metavar="DIR", help="Where to look for vmlinux files, by "
+                                  "release and build ID (repeatable; "
+                                  "vmlinux-<release>, usr/lib/debug/..., "
+                                  ".build-id/; / is searched last).")
 @click.option("--workers", "-j", default=2, show_default=True,
-              help="Parallel worker processes.")
-@click.option("--engine", default="process", show_default=True,
+              help="Parallel worker processes (process engine, local "
+                   "Dask cluster).")
+@click.option("--engine", default=None,
               type=click.Choice(("process", "dask", "inline")),
-              help="process pool, or a local Dask cluster.")
+              help="process pool (default), Dask (the cluster of "
+                   "--scheduler, else a local one), or inline.")
+@click.option("--scheduler", metavar="ADDRESS",
+              envvar="DASK_SCHEDULER_ADDRESS",
+              help="Run on this existing Dask cluster (tcp://host:8786; "
+                   "default $DASK_SCHEDULER_ADDRESS); its workers read the "
+                   "dumps and write the results by path.")
 @click.option("--no-slab", is_flag=True, help="Skip the slab-wide walk.")
 @click.option("--force", is_flag=True, help="Redo finished dumps.")
 @click.option("--retry-errors", is_flag=True,
               help="Redo dumps whose result is an error.")
 @click.option("--no-png", is_flag=True,
-              help="Do not draw each dump's worst tree (p-<hash>.png next "
-                   "to the results; needs Pillow).")
+              help="Do not draw each corrupted dump's primary tree "
+                   "(p-<hash>.png next to the results; needs Pillow).")
 @click.option("--format", "-f", "fmt", default="md", show_default=True,
               type=click.Choice(("md", "json")), help="Report form.")
-def triage(inputs, out_dir, debug_dirs, workers, engine, no_slab, force,
-           retry_errors, no_png, fmt):
-    """Analyse many vmcores in parallel; group them by signature.
+def triage(inputs, out_dir, debug_dirs, workers, engine, scheduler, no_slab,
+           force, retry_errors, no_png, fmt):
+    """Analyse many vmcores in parallel; one bucket per dump.
 
-    INPUTS: dump files, directories of dumps or lab runs, manifest.json
-    files, or lists of paths.  Exit 1 when any dump shows findings, 2 when
-    a dump could not be analysed and none shows findings.
+    INPUTS: crash folders (/var/crash as kexec-tools or kdump-tools lay
+    it out, searched recursively; dumps are recognised by content),
+    dump files, or lists of paths (text, JSON).  Exit 1 when any dump
+    shows findings, 2 when no dump was found, or a dump could not be
+    analysed and none shows findings.
     """
     from .triage import batch, report
+    if engine is None:
+        engine = "dask" if scheduler else "process"
+    elif engine != "dask":
+        scheduler = None
     try:
         res = batch.triage(list(inputs), out_dir, workers=workers,
                            engine=engine, debug_dirs=list(debug_dirs),
                            slab=not no_slab, force=force,
                            retry_errors=retry_errors, png=not no_png,
+                           scheduler=scheduler,
                            log=lambda line: click.echo(line, err=True))
         click.echo(report.report(out_dir, fmt), nl=False)
-    except (CrashextError, ValueError, OSError) as e:
+    except (CrashextError, ValueError, OSError, RuntimeError) as e:
         _fail(str(e))
         sys.exit(EXIT_FAILED)
     verdicts = {r.get("verdict") for r in res}
@@ -444,7 +460,8 @@ def triage(inputs, out_dir, debug_dirs, workers, engine, no_slab, force,
 @click.option("--format", "-f", "fmt", default="md", show_default=True,
               type=click.Choice(("md", "json")), help="Report form.")
 def report_cmd(results, fmt):
-    """Group the results of an earlier 'crashext triage' by signature."""
+    """The report of an earlier 'crashext triage': buckets, then the
+    index by finding code."""
     from .triage import report
     try:
         click.echo(report.report(results, fmt), nl=False)

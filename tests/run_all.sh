@@ -7,6 +7,9 @@
 #   LAB_KERNELS="6.1"     which kernel families to boot (default
 #                         "6.1 6.12 7.3"); the lab tests run on the same
 #                         families (CRASHEXT_LAB_FAMILIES, tests/lab/labdumps.py)
+#   LAB_PANIC="6.1"       families of those that also get a real panic dump
+#                         (mkdump.sh --quick --panic; default "6.1 7.3";
+#                         the fleet tests read CRASHEXT_LAB_PANIC_FAMILIES)
 #   LAB_KASLR=1           boot them with --kaslr (tests then use the KASLR runs)
 #   CI=true               a failed lab run fails this script, and every
 #                         test that would skip fails (tests/conftest.py)
@@ -15,10 +18,16 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 KERNELS=${LAB_KERNELS:-6.1 6.12 7.3}
 export CRASHEXT_LAB_FAMILIES=${CRASHEXT_LAB_FAMILIES:-$KERNELS}
+PANIC=""
+for k in ${LAB_PANIC-6.1 7.3}; do
+	case " $KERNELS " in *" $k "*) PANIC="$PANIC $k" ;; esac
+done
+export CRASHEXT_LAB_PANIC_FAMILIES=${CRASHEXT_LAB_PANIC_FAMILIES:-$PANIC}
 ci=0
 case "${CI:-}" in ""|0|false|no) ;; *) ci=1 ;; esac
 echo "== install"
-# dask[distributed]: the triage --engine dask test runs too.
+# dask[distributed]: the triage tests start a real Dask scheduler and
+# workers (and a local cluster).
 $PY -m pip install -q --disable-pip-version-check -e '.[test,dask]'
 if [ "$(id -u)" = 0 ] && ! command -v crash > /dev/null; then
 	# crash 8.0.2 is the oracle for order-0 trees and rd
@@ -51,8 +60,23 @@ if [ "${CRASHEXT_NO_LAB:-0}" != 1 ]; then
 			echo "   ($(( $(date +%s) - start )) s)"
 		fi
 	done
+	for k in $PANIC; do
+		[ -x "$LAB_SCRIPT" ] || break
+		args=(--quick --kernel "$k" --panic)
+		[ "${CRASHEXT_LAB_KASLR:-0}" = 1 ] && args+=(--kaslr)
+		echo "== lab panic vmcore $k (one boot): mkdump.sh ${args[*]}"
+		start=$(date +%s)
+		if ! "$LAB_SCRIPT" "${args[@]}" > "lab-$k-panic.log" 2>&1; then
+			tail -20 "lab-$k-panic.log"
+			echo "lab panic run $k failed (see lab-$k-panic.log); its tests will skip" >&2
+			failed="$failed $k-panic"
+		else
+			tail -1 "lab-$k-panic.log"
+			echo "   ($(( $(date +%s) - start )) s)"
+		fi
+	done
 fi
-echo "== tests (lab families: $CRASHEXT_LAB_FAMILIES)"
+echo "== tests (lab families: $CRASHEXT_LAB_FAMILIES; panic:$PANIC)"
 rc=0
 $PY -m pytest -q "$@" || rc=$?
 if [ -n "$failed" ] && [ $ci = 1 ]; then

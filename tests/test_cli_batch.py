@@ -69,7 +69,9 @@ def test_scan_and_folio_on_planted_dump(family):
 def test_triage_and_report(tmp_path):
     m, path = lab_dump("6.1")
     bogus = tmp_path / "bogus.vmcore"
-    bogus.write_bytes(b"\x7fELF" + b"\0" * 4096)
+    # starts as an ELF core (ET_CORE), holds nothing: an error result
+    bogus.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x04\x00"
+                      + b"\0" * 4096)
     lst = tmp_path / "dumps.txt"
     lst.write_text("%s\n%s\n" % (path, bogus))
     debug = os.path.dirname(m["vmlinux"])
@@ -78,6 +80,7 @@ def test_triage_and_report(tmp_path):
               "--engine", "inline", "--no-slab"])
     assert r.exit_code == 2, r.output       # clean dump + one unreadable
     assert len(list(out.glob("*.json"))) == 2
+    assert "error: " in r.stderr and "bogus.vmcore" in r.stderr
     r2 = _run(["report", str(out), "-f", "json"])
     assert r2.exit_code == 0
     doc = json.loads(r2.output)
@@ -123,9 +126,15 @@ def test_triage_draws_the_worst_tree_and_the_report_shows_it(tmp_path):
     refs = [ln for ln in md.splitlines() if ln.startswith("![")]
     assert refs == ["![%s](%s)" % (pic["tree"], pics[0].name)]
     assert max(len(ln) for ln in md.splitlines()) <= 60
-    # under a signature of that tree: the seed's duplicated folio
+    # under the bucket of that dump (its primary signature: the seed's
+    # duplicated folio)
+    from crashext.triage import report
+    g = report.group(str(out))
+    k = [i for i, B in enumerate(g["buckets"], 1)
+         if drawn[0]["name"] in B["dumps"]][0]
+    assert g["buckets"][k - 1]["examples"][0]["picture"] == pics[0].name
     before = md.split(refs[0])[0]
-    assert before.rsplit("## ", 1)[1].startswith("DUP_FOLIO order-4")
+    assert before.rsplit("## ", 1)[1].startswith("%d. stale split" % k)
     # --no-png
     out2 = tmp_path / "out2"
     _run(["triage", path, "-o", str(out2), "-d", debug, "-j", "1",

@@ -389,7 +389,7 @@ def test_scan_rows_and_triage_buckets(family):
     """scan searches the memory map by default for trees whose nrpages is
     not accounted for: the dirty32 row says data at risk, and so does its
     triage bucket."""
-    from crashext.triage import report
+    from crashext.triage import bucket
     from crashext.triage.scan import scan, summarize
     truth, mem, _prog, _nodes = planted(family)
     mem._crashext_memmap_walks = 0
@@ -405,12 +405,19 @@ def test_scan_rows_and_triage_buckets(family):
     from crashext.triage.scan import rank
     assert rank(rows)[0] is d                     # data at risk first
     assert d.impact["ranges"][0]["kind"] == "lost"
-    sigs = report.dump_signatures({"scan": summarize(rows)})
+    s = summarize(rows)
+    sigs = bucket.dump_signatures({"scan": s})
     risk = [s for s in sigs if s.startswith("DATA AT RISK")]
     assert risk == ["DATA AT RISK: dirty folio lost"]
     assert "/mnt/xfs/dirty32" in " ".join(sigs[risk[0]]["where"])
     assert sigs[risk[0]]["severity"] == "error"
     assert any(s.startswith("READS WRONG: aliased") for s in sigs)
+    # the dump's bucket says so too
+    p = bucket.primary({"scan": s, "verdict": s["verdict"]})
+    assert p["at_risk"] is True
+    B = bucket.buckets([{"scan": s, "verdict": s["verdict"], "name": "d",
+                         "dump": "/d"}])
+    assert B[0]["at_risk"] == 1
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -16,7 +16,7 @@ FLOORS = {
     0: ("", "__version__", "memory", "findings", "fmt", "jsontext", "record",
         "backends"),
     1: ("layout", "xarray", "folio", "targets", "vfs", "explain", "memmap",
-        "lost", "impact"),
+        "lost", "impact", "kernlog"),
     2: ("analyze", "checks", "render"),
     # 3: everything else (cli, frontdoor, crash, drgn_plugin, triage, ...)
 }

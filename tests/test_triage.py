@@ -10,7 +10,7 @@ import os
 import pytest
 
 from crashext.analyze import layout_for
-from crashext.triage import batch, report
+from crashext.triage import batch, bucket, report
 from crashext.triage.reverse import find_folio, reverse_map
 from crashext.triage.scan import rank, scan, summarize
 from crashext.triage.slab import walk_slab
@@ -377,13 +377,21 @@ def _two_elf_dumps():
 
 
 def test_release_and_inputs():
+    from crashext.triage.debuginfo import find_vmlinux
+    from crashext.triage.discover import discover
+    from crashext.triage.dumpfile import header_facts
     m, path = lab_dump("6.1")
-    assert batch.read_release(path) == m["release"]
+    assert header_facts(path)["release"] == m["release"]
     run = os.path.dirname(path)
-    jobs = batch.collect_inputs(run, dump_names=["elf"])
-    assert [os.path.realpath(j["dump"]) for j in jobs] == \
-        [os.path.realpath(path)]
-    assert batch.find_vmlinux(m["release"], [lab_dir()]) is not None
+    found = discover(run, settle=0)
+    want = {os.path.realpath(d["path"]) for d in m["dumps"]
+            if os.path.exists(d["path"])}
+    assert {os.path.realpath(d.path) for d in found.dumps} == want
+    assert all(d.layout == "lab run" and d.vmlinux_hint == m["vmlinux"]
+               for d in found.dumps)
+    f = find_vmlinux(m["release"], header_facts(path)["build_id"],
+                     [lab_dir()], system=False)
+    assert os.path.realpath(f.path) == os.path.realpath(m["vmlinux"])
 
 
 def test_triage_two_dumps_resumable_with_an_error(tmp_path):
@@ -392,12 +400,20 @@ def test_triage_two_dumps_resumable_with_an_error(tmp_path):
     bogus.write_bytes(b"this is not a vmcore\n" * 100)
     out = tmp_path / "out"
     lines = []
-    res = batch.triage(dumps + [str(bogus)], out, workers=2,
-                       debug_dirs=[lab_dir()], log=lines.append)
+    # a file with a dump's name that is no dump is skipped, with a line;
+    # one that starts as an ELF core but holds nothing is an error result
+    bad = tmp_path / "vmcore.bad"
+    bad.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x04\x00"
+                    + b"\0" * 4096)
+    res = batch.triage(dumps + [str(bogus), str(bad)], out, workers=2,
+                       debug_dirs=[lab_dir()], log=lines.append, settle=0)
     assert [r["status"] for r in res] == ["done", "done", "error"], lines
-    assert len(lines) == 3
+    assert len(lines) == 4
+    assert [x for x in lines if "vmcore.bogus" in x] == [
+        "skipped %s: neither a dump nor a list of dumps (no line names "
+        "an existing file)" % bogus]
     assert [x for x in lines if "error:" in x] == \
-        [x for x in lines if "vmcore.bogus" in x]
+        [x for x in lines if "vmcore.bad" in x]
     files = sorted(os.listdir(out))
     assert len(files) == 3 and not any(f.startswith(".tmp") for f in files)
     for r in res[:2]:
@@ -412,17 +428,19 @@ def test_triage_two_dumps_resumable_with_an_error(tmp_path):
         e = json.load(f)
     assert e["complete"] and e["error"] and "\n" not in e["error"]
     mtimes = {f: os.stat(out / f).st_mtime_ns for f in files}
-    again = batch.triage(dumps + [str(bogus)], out, workers=2,
-                         debug_dirs=[lab_dir()], log=None)
+    again = batch.triage(dumps + [str(bogus), str(bad)], out, workers=2,
+                         debug_dirs=[lab_dir()], log=None, settle=0)
     assert [r["status"] for r in again] == ["skipped"] * 3
     assert {f: os.stat(out / f).st_mtime_ns for f in files} == mtimes
-    # The report groups them: two clean, one error; chat width.
+    # The report buckets them: two clean, one error; chat width.
     md = report.report(out)
     assert all(len(x) <= 60 for x in md.splitlines())
     g = report.group(out)
     assert g["by_verdict"] == {"clean": 2, "error": 1}
-    assert len(g["clean"]) == 2 and g["groups"][0]["signature"].startswith(
-        "error:")
+    assert sorted(B["conclusion"] for B in g["buckets"]) == \
+        ["clean", "error"]
+    assert sum(B["count"] for B in g["buckets"]) == 3
+    assert g["index"][0]["signature"].startswith("error:")
 
 
 def test_report_groups_the_seed_signature():
@@ -436,12 +454,17 @@ def test_report_groups_the_seed_signature():
             "name": "dump%d" % i, "release": m["release"],
             "verdict": s["verdict"], "scan": s} for i in range(3)]
     g = report.group(res)
-    sigs = [G["signature"] for G in g["groups"]]
+    sigs = [G["signature"] for G in g["index"]]
     assert sigs[0] == "DUP_FOLIO order-4 at +{16,32,48}", sigs
     assert "STALE_SPLIT order-6 -> order-4" in sigs
-    assert len(g["groups"][0]["dumps"]) == 3
+    assert len(g["index"][0]["dumps"]) == 3
+    # one bucket: the explanation's orders, the node level and slots
+    assert [B["key"] for B in g["buckets"]] == [
+        "stale split order 6 -> 4 / xfs / shift 0 slots +{16,32,48} / "
+        "no panic"]
+    assert g["buckets"][0]["count"] == 3
     md = report.to_markdown(g)
-    assert "## DUP_FOLIO order-4 at +{16,32,48}" in md
+    assert "## 1. stale split order 6 -> 4" in md
     assert all(len(x) <= 60 for x in md.splitlines())
     assert json.loads(report.to_json(g))["dumps"] == 3
 
@@ -450,13 +473,14 @@ def test_triage_dask_engine(tmp_path):
     pytest.importorskip("distributed")
     dumps = _two_elf_dumps()
     res = batch.triage(dumps, tmp_path, workers=2, engine="dask",
-                       debug_dirs=[lab_dir()], log=None)
+                       debug_dirs=[lab_dir()], log=None, settle=0)
     assert [r["status"] for r in res] == ["done", "done"]
     assert {r["verdict"] for r in res} == {"clean"}
     assert len({r["pid"] for r in res}) >= 1
 
 
-@pytest.mark.parametrize("mod", ["scan", "slab", "reverse", "report"])
+@pytest.mark.parametrize("mod", ["scan", "slab", "reverse", "report",
+                                 "bucket", "panic", "discover"])
 def test_engine_modules_need_no_drgn_or_click(mod):
     """scan/slab/reverse run inside crash's PyKdump Python: importable with
     drgn and click unavailable."""
@@ -482,6 +506,6 @@ def test_report_names_trees_as_scan_does():
                     findings=[{"code": "NRPAGES", "severity": "error"}])]
     res = {"dump": "/d", "verdict": "corrupt",
            "scan": {"top": [r.to_dict() for r in rows]}}
-    where = report.dump_signatures(res)["NRPAGES"]["where"]
+    where = bucket.dump_signatures(res)["NRPAGES"]["where"]
     assert where == [r.name for r in rows] == \
         ["swap 0:2", "xfs vda:132 /mnt/xfs/big200"]
