@@ -421,8 +421,10 @@ def folio(vmcore, vmlinux, snapshot, debug, via, addresses):
                    "(p-<hash>.png next to the results; needs Pillow).")
 @click.option("--format", "-f", "fmt", default="md", show_default=True,
               type=click.Choice(("md", "json")), help="Report form.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress line on a terminal.")
 def triage(inputs, out_dir, debug_dirs, workers, engine, scheduler, no_slab,
-           force, retry_errors, no_png, fmt):
+           force, retry_errors, no_png, fmt, quiet):
     """Analyse many vmcores in parallel; one bucket per dump.
 
     INPUTS: crash folders (/var/crash as kexec-tools or kdump-tools lay
@@ -432,17 +434,26 @@ def triage(inputs, out_dir, debug_dirs, workers, engine, scheduler, no_slab,
     analysed and none shows findings.
     """
     from .triage import batch, report
+    from .triage.progress import Progress
     if engine is None:
         engine = "dask" if scheduler else "process"
     elif engine != "dask":
         scheduler = None
+    # Progress on stderr (a terminal only): dumps done of the total, rate,
+    # time left; each log line erases it first.
+    prog = Progress("triage", unit="dumps", quiet=quiet)
+
+    def log(line: str) -> None:
+        prog.clear()
+        click.echo(line, err=True)
     try:
-        res = batch.triage(list(inputs), out_dir, workers=workers,
-                           engine=engine, debug_dirs=list(debug_dirs),
-                           slab=not no_slab, force=force,
-                           retry_errors=retry_errors, png=not no_png,
-                           scheduler=scheduler,
-                           log=lambda line: click.echo(line, err=True))
+        with prog:
+            res = batch.triage(
+                list(inputs), out_dir, workers=workers, engine=engine,
+                debug_dirs=list(debug_dirs), slab=not no_slab, force=force,
+                retry_errors=retry_errors, png=not no_png,
+                scheduler=scheduler, log=log,
+                progress=lambda done, total, _s: prog.update(done, total))
         click.echo(report.report(out_dir, fmt), nl=False)
     except (CrashextError, ValueError, OSError, RuntimeError) as e:
         _fail(str(e))

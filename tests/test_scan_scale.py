@@ -721,3 +721,37 @@ def test_progress_on_a_terminal_only():
     # not a terminal: nothing on stderr
     r = _cli("scan", "-c", path, "-k", m["vmlinux"])
     assert (r.returncode, r.stdout, r.stderr) == (0, out, "")
+
+
+@pytest.mark.lab
+def test_triage_progress_on_a_terminal_only(tmp_path):
+    """crashext triage: 'triage: N/M dumps' on a terminal's stderr between
+    its log lines, erased at the end; nothing with --quiet."""
+    m, path = lab_dump("6.1")
+    _m, planted, _truth = _planted()
+    lst = tmp_path / "dumps.txt"
+    lst.write_text("%s\n%s\n" % (path, planted))
+    debug = os.path.dirname(m["vmlinux"])
+
+    def on_pty(out, *extra):
+        cmd = [sys.executable, "-c", "from crashext.cli import main; main()",
+               "triage", str(lst), "-o", str(tmp_path / out), "-d", debug,
+               "-j", "1", "--engine", "inline", "--no-slab", "--no-png"]
+        p = subprocess.run([sys.executable, "-c", PTY] + cmd + list(extra),
+                           capture_output=True, text=True, cwd=ROOT,
+                           timeout=600)
+        return eval(p.stdout)
+
+    rc, out, err = on_pty("a")
+    assert rc == 1 and out.startswith("# crashext triage: 2 dumps")
+    assert "\rtriage: 1/2 dumps 50%" in err or "\rtriage: 2/2 dumps 100%" \
+        in err, err
+    assert err.endswith("\r")
+    logs = [ln.split("\r")[-1] for ln in
+            err.replace("\r\n", "\n").split("\n")]
+    assert [ln.split(":")[0] for ln in logs if ln.startswith("[")] == \
+        ["[1/2] vmcore.elf", "[2/2] 6.1-all.elf"]   # every log line, whole
+    rc, out2, err = on_pty("b", "--quiet")
+    err = err.replace("\r\n", "\n")          # the terminal's line ends
+    assert rc == 1 and "\r" not in err and "triage:" not in err
+    assert len([ln for ln in err.split("\n") if ln]) == 2
