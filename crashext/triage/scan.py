@@ -597,16 +597,15 @@ class Scanner:
             if not row.nrpages and not head:
                 yield row, None
                 continue
-            base = _fresh(row) if alternatives else None
             before = _auto_walks(mem)
             row = self._analyse(row)
             alt = None
-            if base is not None and _auto_walks(mem) > before:
+            if alternatives and _auto_walks(mem) > before:
                 from ..analyze import AUTO_MEMMAP_WALKS
                 after = _auto_walks(mem)
                 mem._crashext_memmap_walks = AUTO_MEMMAP_WALKS  # type: ignore
                 try:
-                    alt = self._analyse(base)
+                    alt = self._analyse(_fresh(row))
                 finally:
                     mem._crashext_memmap_walks = after  # type: ignore
             yield row, alt
@@ -669,13 +668,15 @@ def _auto_walks(mem: Memory) -> int:
     return getattr(mem, "_crashext_memmap_walks", 0)
 
 
+#: The fields :meth:`Scanner.trees` fills (what a tree is, before its
+#: analysis): a field set there is listed here.
+_TREE_FIELDS = ("kind", "inode", "i_ino", "i_mapping", "mapping", "xarray",
+                "sb", "fs_type", "s_id", "nrpages", "i_size", "swap_type")
+
+
 def _fresh(row: ScanRow) -> ScanRow:
-    """A copy of an unanalysed row (its containers its own)."""
-    d = dict(row.__dict__)
-    for k in ("counts", "codes", "impact"):
-        d[k] = dict(d[k])
-    d["findings"], d["explanations"] = [], []
-    return ScanRow(**d)
+    """The unanalysed row of an analysed one (its tree fields only)."""
+    return ScanRow(**{k: getattr(row, k) for k in _TREE_FIELDS})
 
 
 # ----------------------------------------------------------------------
