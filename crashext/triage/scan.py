@@ -37,6 +37,7 @@ Where the trees are (include/linux/fs.h, fs/super.c, mm/swap_state.c):
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
                     Tuple)
@@ -218,6 +219,10 @@ def _u64(buf: bytes, off: int) -> int:
     return int.from_bytes(buf[off:off + 8], "little")
 
 
+#: A ``struct list_head``: next, prev.
+_LINK = struct.Struct("<QQ")
+
+
 def _cstr(mem: Memory, addr: int, size: int = 64) -> str:
     """A NUL-terminated string at ``addr`` ('' when unreadable).  Reads
     within the page so a short string near a page end still works."""
@@ -293,6 +298,7 @@ def _list(mem: Memory, head: int, link_off: int, read_size: int,
         prev, cur = start
     n = pos
     lo = link_off - window
+    read, unpack_link = mem.read, _LINK.unpack_from
     while cur != head:
         if stop is not None and n >= stop:
             return
@@ -307,19 +313,18 @@ def _list(mem: Memory, head: int, link_off: int, read_size: int,
         ent = cur - link_off
         n += 1
         try:
-            buf = mem.read(ent + window, read_size)
-            link = buf[lo:lo + 16]
+            buf = read(ent + window, read_size)
+            nxt, back = unpack_link(buf, lo)
             kind = "entry"
         except UnreadableMemory as e:
             buf = e.reason or "read failed"
             kind = "unreadable"
             try:
-                link = mem.read(cur, 16)
+                nxt, back = unpack_link(mem.read(cur, 16), 0)
             except UnreadableMemory as e2:
                 yield ("error", 0, "entry 0x%x unreadable (%s)"
                        % (ent, e2.reason or "read failed"))
                 return
-        nxt, back = _u64(link, 0), _u64(link, 8)
         if back != prev:
             yield ("error", 0, "list entry 0x%x: prev 0x%x, reached from "
                    "0x%x (broken list or cycle)" % (ent, back, prev))
