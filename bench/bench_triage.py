@@ -9,7 +9,7 @@ the largest worker's (``RUSAGE_CHILDREN`` of that child).
 
 Usage::
 
-    python3 bench/bench_triage.py                 # 6.1 + 6.12 ELF dumps
+    python3 bench/bench_triage.py                 # every lab family's ELF dump
     python3 bench/bench_triage.py --dump A --dump B --repeat 3 --json out.json
     python3 bench/bench_triage.py --engines process,dask
 
@@ -39,11 +39,13 @@ def lab_dir() -> str:
 
 
 def default_dumps():
+    """The ELF dump of every lab family (tests/lab/labdumps.FAMILIES)."""
+    from tests.lab import labdumps
     out = []
-    for fam in ("6.1", "6.12"):
-        p = os.path.join(lab_dir(), fam, "vmcore.elf")
-        if os.path.isfile(p):
-            out.append(os.path.realpath(p))
+    for fam in labdumps.FAMILIES:
+        run = labdumps.elf_run(fam)
+        if run is not None:
+            out.append(os.path.realpath(run[1]))
     return out
 
 

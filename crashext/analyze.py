@@ -78,6 +78,9 @@ class Analysis:
     layout: Optional[Layout] = None
     #: What the damage means for the file (crashext.impact).
     impact: Optional[Impact] = None
+    #: How a live tree was judged (crashext.stable.Stability); None for
+    #: a dump.
+    stability: Optional[Any] = None
 
     @property
     def errors(self) -> List[Finding]:
@@ -85,7 +88,12 @@ class Analysis:
 
     @property
     def verdict(self) -> str:
-        """``corrupt`` (any error), ``suspect`` (warnings only), ``clean``."""
+        """``corrupt`` (any error), ``suspect`` (warnings only), ``clean``;
+        on a live kernel also ``changing`` (findings whose evidence kept
+        changing and none confirmed: not judged)."""
+        st = self.stability
+        if st is not None and not st.judged:
+            return "changing"
         if self.errors:
             return "corrupt"
         if self.findings:
@@ -179,7 +187,8 @@ def _folio_addrs(w: Walk) -> List[int]:
 
 def analyze(mem: Memory, target: Union[str, Target],
             max_nodes: int = MAX_NODES, memmap: Any = False,
-            slab_nodes: Optional[Any] = None) -> Analysis:
+            slab_nodes: Optional[Any] = None,
+            policy: Optional[Any] = None) -> Analysis:
     """Analyse one tree.  ``target`` is a spec for
     :func:`crashext.targets.resolve_target` or a resolved Target.
 
@@ -190,6 +199,11 @@ def analyze(mem: Memory, target: Union[str, Target],
     are the slab walk's node headers (cut-off subtrees), None: not
     searched.
 
+    On a live kernel (``mem.live()``) the walk is repeated until every
+    finding rests on stable evidence (:mod:`crashext.stable`; ``policy``
+    is its :class:`~crashext.stable.LivePolicy`); the memory map and the
+    slab, which change faster than they can be read, are not searched.
+
     Raises :class:`crashext.memory.CrashextError` (one-line message) when
     the tree cannot be analysed at all: bad target, unreadable header,
     missing debug info.  Everything found inside the tree is a finding.
@@ -199,15 +213,36 @@ def analyze(mem: Memory, target: Union[str, Target],
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
+        if is_live(mem):
+            from .stable import analyze_stable
+            lay = layout_for(mem)
+            if not isinstance(target, Target):
+                target = resolve_target(mem, lay, target)
+            # Each walk is checked only; what is reported is concluded
+            # (impact, explanations) once its findings are confirmed.
+            return analyze_stable(
+                mem, lay, target,
+                lambda t: _analyze(mem, t, max_nodes, concluded=False),
+                lambda a: _conclude(mem, a, False, None), policy)
         return _analyze(mem, target, max_nodes, memmap, slab_nodes)
     finally:
         if gc_was_on:
             gc.enable()
 
 
+def is_live(mem: Any) -> bool:
+    """``mem`` is a running kernel (a Memory whose ``live()`` says so)."""
+    live = getattr(mem, "live", None)
+    try:
+        return bool(live()) if callable(live) else False
+    except Exception:
+        return False
+
+
 def _analyze(mem: Memory, target: Union[str, Target],
              max_nodes: int, memmap: Any = False,
-             slab_nodes: Optional[Any] = None) -> Analysis:
+             slab_nodes: Optional[Any] = None,
+             concluded: bool = True) -> Analysis:
     lay = layout_for(mem)
     if not isinstance(target, Target):
         target = resolve_target(mem, lay, target)
@@ -229,9 +264,17 @@ def _analyze(mem: Memory, target: Union[str, Target],
                  findings=found, explanations=[],
                  stats=_stats(w, recs, ctx.hints),
                  notes=ctx.notes, layout=lay)
+    if concluded:
+        _conclude(mem, a, memmap, slab_nodes)
+    return a
+
+
+def _conclude(mem: Memory, a: Analysis, memmap: Any,
+              slab_nodes: Optional[Any]) -> None:
+    """The last steps of an analysis, once its findings are final: what
+    they mean for the file (``a.impact``) and why (``a.explanations``)."""
     a.impact = _impact(mem, a, memmap, slab_nodes)
     a.explanations = explain(a)
-    return a
 
 
 def _memmap_for(mem: Memory, a: Analysis) -> Optional[MemmapResult]:

@@ -22,11 +22,41 @@ def _fail(msg: str) -> None:
     click.echo("crashext: error: %s" % msg.replace("\n", " "), err=True)
 
 
+#: Searches a running kernel changes faster than they can be read.
+NOT_LIVE = ("%s is not supported with --live: a running kernel allocates "
+            "and frees xa_nodes and folios while they are searched")
+
+
+def is_kcore(path: Optional[str]) -> bool:
+    """``path`` is the running kernel's ``/proc/kcore``."""
+    if not path:
+        return False
+    try:
+        return os.path.realpath(path) == "/proc/kcore"
+    except (OSError, ValueError):
+        return False
+
+
 def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
-                snapshot: Optional[str], whole_dump: str = "") -> Memory:
+                snapshot: Optional[str], whole_dump: str = "",
+                live: bool = False) -> Memory:
     """The backend for the given source options.  ``whole_dump`` names a
     command that needs the whole dump (a snapshot holds only the trees
-    it captured)."""
+    it captured).  ``live`` (or ``--vmcore /proc/kcore``) opens the
+    running kernel (drgn, /proc/kcore; debug info where the
+    distribution puts it for ``uname -r``, or ``vmlinux``)."""
+    if live or is_kcore(vmcore):
+        if snapshot:
+            raise CrashextError("--live reads the running kernel: give no "
+                                "--snapshot")
+        if vmcore and not is_kcore(vmcore):
+            raise CrashextError("--live reads the running kernel "
+                                "(/proc/kcore): give no --vmcore %s" % vmcore)
+        try:
+            from .backends.drgn import DrgnMemory
+        except ImportError:
+            raise CrashextError("drgn is not installed: pip install drgn")
+        return DrgnMemory.open_live(vmlinux)
     check_sources(vmcore, vmlinux, snapshot, whole_dump)
     if snapshot:
         from .backends.snapshot import SnapshotMemory
@@ -127,12 +157,15 @@ def _guarded(debug: bool, body: Callable[[], int]) -> int:
 
 
 def _run(command: str, vmcore, vmlinux, snapshot, targets, fmt,
-         png: Optional[str] = None, debug: bool = False,
+         png: Optional[str] = None, debug: bool = False, live: bool = False,
          memmap: bool = False, slab: bool = False, **opts) -> int:
     """Analyse every target; print; return the exit code."""
 
     def body() -> int:
-        mem = open_memory(vmcore, vmlinux, snapshot)
+        mem = open_memory(vmcore, vmlinux, snapshot, live=live)
+        if mem.live() and (memmap or slab):
+            raise CrashextError(NOT_LIVE % ("--memmap" if memmap
+                                            else "--slab"))
         return frontdoor.analyze_targets(mem, command, _targets(mem, targets),
                                          fmt, _ClickReporter(), png,
                                          memmap=memmap, slab=slab, **opts)
@@ -140,6 +173,10 @@ def _run(command: str, vmcore, vmlinux, snapshot, targets, fmt,
 
 
 def source_options(f: Callable) -> Callable:
+    f = click.option("--live", is_flag=True,
+                     help="The running kernel (/proc/kcore, as root; debug "
+                          "info found for uname -r): findings only on "
+                          "evidence that holds when read again.")(f)
     f = click.option("--debug", is_flag=True, hidden=True,
                      help="Show Python tracebacks.")(f)
     f = click.option("--snapshot", "-s", metavar="FILE",
@@ -186,10 +223,11 @@ def main() -> None:
 @click.option("--png", metavar="FILE", help="Also draw the broken node(s).")
 @lost_options
 @click.argument("targets", nargs=-1)
-def check(vmcore, vmlinux, snapshot, debug, fmt, png, memmap, slab, targets):
+def check(vmcore, vmlinux, snapshot, debug, live, fmt, png, memmap, slab,
+          targets):
     """Walk TARGET's i_pages, run every check, print the findings."""
     sys.exit(_run("check", vmcore, vmlinux, snapshot, targets, fmt, png,
-                  debug, memmap, slab))
+                  debug, live, memmap, slab))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -199,12 +237,12 @@ def check(vmcore, vmlinux, snapshot, debug, fmt, png, memmap, slab, targets):
               help="Write addresses as ffff8880_0a3c4000.")
 @lost_options
 @click.argument("targets", nargs=-1)
-def chat(vmcore, vmlinux, snapshot, debug, png, grouped, memmap, slab,
+def chat(vmcore, vmlinux, snapshot, debug, live, png, grouped, memmap, slab,
          targets):
     """A chat-ready summary (60 columns, verdict first)."""
     opts = frontdoor.render_opts("chat", "chat", grouped=grouped)
     sys.exit(_run("chat", vmcore, vmlinux, snapshot, targets, "chat", png,
-                  debug, memmap, slab, **opts))
+                  debug, live, memmap, slab, **opts))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -213,11 +251,11 @@ def chat(vmcore, vmlinux, snapshot, debug, png, grouped, memmap, slab,
 @click.option("--flat", is_flag=True,
               help="One line per entry: index folio order.")
 @click.argument("targets", nargs=-1)
-def dump(vmcore, vmlinux, snapshot, debug, fmt, flat, targets):
+def dump(vmcore, vmlinux, snapshot, debug, live, fmt, flat, targets):
     """List TARGET's tree: nodes and multi-index entries."""
     opts = frontdoor.render_opts("dump", fmt, flat=flat)
     sys.exit(_run("dump", vmcore, vmlinux, snapshot, targets, fmt, None,
-                  debug, **opts))
+                  debug, live, **opts))
 
 
 @main.command(epilog=TARGET_HELP)
@@ -226,11 +264,11 @@ def dump(vmcore, vmlinux, snapshot, debug, fmt, flat, targets):
               help="Snapshot file to write.")
 @click.option("--note", default="", help="Free text stored in the file.")
 @click.argument("targets", nargs=-1, required=True)
-def capture(vmcore, vmlinux, snapshot, debug, output, note, targets):
+def capture(vmcore, vmlinux, snapshot, debug, live, output, note, targets):
     """Save what the analysis of TARGET(s) read, for analysis anywhere."""
     sys.exit(_guarded(debug, lambda: frontdoor.capture(
-        open_memory(vmcore, vmlinux, snapshot), targets, output, note,
-        _ClickReporter())))
+        open_memory(vmcore, vmlinux, snapshot, live=live), targets, output,
+        note, _ClickReporter())))
 
 
 @main.command()
@@ -277,10 +315,11 @@ class _ReaderLeft(BaseException):
 
 @main.command()
 @source_options
-@click.option("--format", "-f", "fmt", default="table", show_default=True,
+@click.option("--format", "-f", "fmt", default=None,
               type=click.Choice(("table", "json", "jsonl")),
-              help="Output form (jsonl: one line per tree as it is "
-                   "scanned, then a totals line).")
+              help="Output form: table (default), json, or jsonl (one JSON "
+                   "line per tree as it is scanned, then a summary line; "
+                   "default with --live).")
 @click.option("--all", "include_clean", is_flag=True,
               help="List clean trees too (every tree, worst first).")
 @click.option("--top", type=click.IntRange(min=0), default=None,
@@ -292,27 +331,45 @@ class _ReaderLeft(BaseException):
 @click.option("--slab", is_flag=True,
               help="Also walk every xa_node of the radix_tree_node slab "
                    "(finds nodes no tree reaches; counts cut-off subtrees "
-                   "in each tree's nrpages).")
+                   "in each tree's nrpages; not with --live).")
 @click.option("--no-memmap", "no_memmap", is_flag=True,
               help="Never search the memory map for lost folios (by "
                    "default: for trees whose nrpages is not accounted "
-                   "for).")
+                   "for; never with --live).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1,
               show_default=True, metavar="N",
-              help="Processes to split the scan over (each opens the "
-                   "dump; same output as -j 1).")
+              help="Processes to split the scan of a dump over (each opens "
+                   "the dump; same output as -j 1).")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress line on a terminal.")
-def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
-         fs_types, slab, no_memmap, jobs, quiet):
-    """Check every page cache of a dump, worst first.
+@click.option("--max-seconds", type=float, default=0.0, show_default=True,
+              help="jsonl: stop after this much wall time (0: no limit).")
+@click.option("--max-cpu-seconds", type=float, default=0.0,
+              show_default=True,
+              help="jsonl: stop after this much CPU time (0: no limit).")
+@click.option("--cpu-percent", type=float, default=None,
+              help="jsonl: pause between trees to use at most this share "
+                   "of one CPU (default 50 with --live, else 100).")
+@click.option("--nice", type=int, default=None,
+              help="jsonl: run at this niceness (default 19 with --live).")
+def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean, top,
+         fs_types, slab, no_memmap, jobs, quiet, max_seconds,
+         max_cpu_seconds, cpu_percent, nice):
+    """Check every page cache of a dump or of the running kernel
+    (--live), worst first.
 
     Progress (done/total inodes, rate, ETA) goes to stderr when it is a
     terminal.
+
+    \b
+    Fleet job (exit 0 clean, 1 findings, 2 could not analyse):
+      crashext scan --live --max-seconds 300 > scan.jsonl
     """
     from .triage.progress import Progress
     prog = Progress("scan", unit="inodes", quiet=quiet)
     rep = _ClickReporter(prog)
+    budgeted = bool(max_seconds or max_cpu_seconds or cpu_percent is not None
+                    or nice is not None)
 
     def body() -> int:
         try:
@@ -321,11 +378,39 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
             raise _ReaderLeft()
 
     def run() -> int:
-        if jobs == 1:
-            mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan")
-            return frontdoor.scan(mem, rep, fmt, include_clean, fs_types,
-                                  progress=prog.scan_callback(), top=top,
-                                  slab=slab, memmap=not no_memmap)
+        if jobs > 1:
+            return run_parallel()
+        mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan",
+                          live=live)
+        is_live = mem.live()
+        if slab and is_live:
+            raise CrashextError(NOT_LIVE % "--slab")
+        form = fmt or ("jsonl" if is_live else "table")
+        if form == "jsonl" and (is_live or budgeted):
+            # A fleet job: low priority, a CPU / time budget, the cost in
+            # its summary line (crashext.triage.fleet).
+            if slab:
+                raise CrashextError("--slab needs -f table or -f json")
+            from .triage.fleet import Budget, fleet_scan
+            budget = Budget(
+                max_seconds=max_seconds, max_cpu_seconds=max_cpu_seconds,
+                cpu_percent=(cpu_percent if cpu_percent is not None
+                             else 50.0 if is_live else 100.0),
+                nice=nice if nice is not None else 19 if is_live else 0)
+            return fleet_scan(mem, lambda line: click.echo(line, nl=False),
+                              budget, include_clean, fs_types or None,
+                              memmap=not no_memmap)
+        return frontdoor.scan(mem, rep, form, include_clean, fs_types,
+                              progress=prog.scan_callback(), top=top,
+                              slab=slab, memmap=not no_memmap)
+
+    def run_parallel() -> int:
+        if live or is_kcore(vmcore):
+            raise CrashextError("-j %d needs a dump: a running kernel "
+                                "changes while it is read (use -j 1)" % jobs)
+        if budgeted:
+            raise CrashextError("--max-seconds, --max-cpu-seconds, "
+                                "--cpu-percent and --nice need -j 1")
         # Check the sources here (one error line, no worker started);
         # each worker opens the dump itself.
         check_sources(vmcore, vmlinux, snapshot, whole_dump="scan")
@@ -333,15 +418,16 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
             from .backends.drgn import DrgnMemory  # noqa: F401
         except ImportError:
             raise CrashextError("drgn is not installed: pip install drgn")
+        import functools
         from .triage.scanjobs import ParallelScan
         from .triage.scanout import Form
-        import functools
+        form = fmt or "table"
         source = ParallelScan(
             functools.partial(open_memory, vmcore, vmlinux, None, "scan"),
-            jobs, Form(fmt, include_clean), progress=prog.scan_callback(),
+            jobs, Form(form, include_clean), progress=prog.scan_callback(),
             slab=slab, fs_types=fs_types or None,
             memmap=False if no_memmap else "auto")
-        return frontdoor.scan(None, rep, fmt, include_clean, fs_types,
+        return frontdoor.scan(None, rep, form, include_clean, fs_types,
                               top=top, source=source)
     try:
         status = _guarded(debug, body)
@@ -366,19 +452,32 @@ def scan(vmcore, vmlinux, snapshot, debug, fmt, include_clean, top,
 @click.option("--trees", "via", flag_value="trees", default=True,
               help="Search every page-cache tree (default).")
 @click.argument("addresses", nargs=-1, required=True)
-def folio(vmcore, vmlinux, snapshot, debug, via, addresses):
-    """Every slot of every tree that holds a folio (reverse lookup)."""
+def folio(vmcore, vmlinux, snapshot, debug, live, via, addresses):
+    """Every slot of every tree that holds a folio (reverse lookup).
+
+    With --live, a slot counts only if it still holds the folio when
+    read again after a pause (the tree changes while it is searched)."""
     from .targets import parse_address
     from .triage.reverse import find_folio
 
     def body() -> int:
         status = EXIT_CLEAN
         mem = open_memory(vmcore, vmlinux, snapshot,
-                          whole_dump="folio (reverse lookup)")
+                          whole_dump="folio (reverse lookup)", live=live)
+        if via == "slab" and mem.live():
+            raise CrashextError(NOT_LIVE % "--slab")
         for a in addresses:
             addr = parse_address(a)
             hits = list(find_folio(mem, addr, via=via))
-            click.echo("folio 0x%x: %d slot(s)" % (addr, len(hits)))
+            gone = 0
+            if mem.live():
+                from .stable import stable_slots
+                kept = stable_slots(mem, hits)
+                gone = len(hits) - len(kept)
+                hits = kept
+            click.echo("folio 0x%x: %d slot(s)%s" % (
+                addr, len(hits),
+                " (%d more gone when read again)" % gone if gone else ""))
             for h in hits:
                 where = ("index ?" if h.index is None else
                          "index 0x%x (%d)" % (h.index, h.index))

@@ -439,6 +439,9 @@ def build_parser(command: str, out: Callable[[str], None] = None
         p.add_argument("targets", nargs="*", metavar="TARGET",
                        help="inode, address_space, xarray, file or folio "
                        "address (hex, 0x optional; kind: prefix allowed)")
+    p.add_argument("--live", action="store_true",
+                   help="insist on a running kernel (drgn without -c); "
+                        "live is recognised anyway")
     p.add_argument("--traceback", action="store_true",
                    help=argparse.SUPPRESS)
     return p
@@ -532,6 +535,9 @@ def run_xa(mem: Memory, argv: Sequence[str], out: Optional[TextIO] = None,
         if command == "help":
             write(help_page())
             return EXIT_CLEAN
+        if getattr(ns, "live", False) and not mem.live():
+            raise XaUsage("--live: %s is not a running kernel"
+                          % mem.describe())
         if command == "capture":
             return capture(mem, target_specs(mem, ns.targets), ns.output,
                            ns.note, rep)

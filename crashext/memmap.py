@@ -80,27 +80,17 @@ def _mib(n: int) -> str:
     return "%d KiB" % (n >> 10)
 
 
-def _sym_u64(mem: Memory, name: str) -> Optional[int]:
-    a = mem.symbol(name)
-    if a is None:
-        return None
-    try:
-        return mem.read_u64(a)
-    except UnreadableMemory:
-        return None
-
-
 def memmap_bounds(mem: Memory, lay: Layout) -> Tuple[int, int]:
     """``(start, end)`` virtual addresses of the ``struct page`` array
     (pfn 0 to ``max_pfn``).  Raises :class:`CrashextError` when the dump
     does not say where it is."""
-    start = _sym_u64(mem, "vmemmap_base")    # x86-64, RANDOMIZE_MEMORY
+    start = mem.symbol_value("vmemmap_base")    # x86-64, RANDOMIZE_MEMORY
     if start is None:
-        start = _sym_u64(mem, "mem_map")     # FLATMEM
+        start = mem.symbol_value("mem_map")     # FLATMEM
     if not start:
         raise CrashextError("memory map walk: cannot find the struct page "
                             "array (no vmemmap_base / mem_map)")
-    max_pfn = _sym_u64(mem, "max_pfn")
+    max_pfn = mem.symbol_value("max_pfn")
     if not max_pfn:
         raise CrashextError("memory map walk: max_pfn unknown")
     if max_pfn > 1 << 40:

@@ -86,9 +86,31 @@ class Memory:
         """One short line naming the source (for reports)."""
         return type(self).__name__
 
+    def live(self) -> bool:
+        """True when the memory is a running kernel's (``/proc/kcore``):
+        it changes while it is read, so the engine decides findings only
+        on evidence that stays the same when read again
+        (:mod:`crashext.stable`)."""
+        return False
+
     # Convenience -----------------------------------------------------
     def read_u64(self, addr: int) -> int:
         return int.from_bytes(self.read(addr, 8), "little")
+
+    def symbol_value(self, name: str, size: int = 8) -> Optional[int]:
+        """The unsigned ``size``-byte value of kernel variable ``name``,
+        or None when the symbol is unknown or its memory unreadable.
+
+        >>> mem.symbol_value("max_pfn")              # doctest: +SKIP
+        294912
+        """
+        a = self.symbol(name)
+        if a is None:
+            return None
+        try:
+            return int.from_bytes(self.read(a, size), "little")
+        except UnreadableMemory:
+            return None
 
 
 class MemoryView(Memory):
@@ -128,6 +150,9 @@ class MemoryView(Memory):
 
     def describe(self) -> str:
         return self.base.describe()
+
+    def live(self) -> bool:
+        return self.base.live()
 
     def __getattr__(self, name: str):
         if name == "base":              # not set yet: no recursion

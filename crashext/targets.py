@@ -15,8 +15,8 @@ XArray (mapping/index/nrpages checks are then off, and the result says so).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
-from typing import Any, Dict, Optional
+from dataclasses import dataclass, asdict, replace
+from typing import Any, Dict, NamedTuple, Optional
 
 from .layout import Layout
 from .memory import CrashextError, Memory, MemoryView, UnreadableMemory
@@ -93,6 +93,99 @@ def _fill(mem: Memory, lay: Layout, t: Target) -> Target:
         t.i_size = _u64(mem, t.inode + lay.inode_i_size)
         t.fs_type = fs_type_of(mem, lay, t.inode)
     return t
+
+
+class TargetChanged(CrashextError):
+    """A live target no longer names the tree it named (its inode was
+    freed or reused, its mapping moved)."""
+
+
+class TargetState(NamedTuple):
+    """The fields of a target that a live kernel changes (None: not
+    applicable or unreadable)."""
+
+    i_mapping: Optional[int]
+    i_ino: Optional[int]
+    i_size: Optional[int]
+    host: Optional[int]
+    nrpages: Optional[int]
+    xa_head: Optional[int]
+    i_rwsem: Optional[int] = None   # inode->i_rwsem.count
+
+    @property
+    def writer_locked(self) -> bool:
+        """A writer holds ``inode->i_rwsem`` (a truncate or a write in
+        progress): RWSEM_WRITER_LOCKED, bit 0 of ``count``
+        (kernel/locking/rwsem.c, since 5.3)."""
+        return bool(self.i_rwsem is not None and self.i_rwsem & 1)
+
+
+def read_state(mem: Memory, lay: Layout, t: Target) -> TargetState:
+    """``t``'s :class:`TargetState` as it is now: one read when the
+    fields lie within 4 KiB (an inode and its own ``i_data``, the usual
+    case), else one read per field."""
+    want = {}
+    if t.inode:
+        want["i_mapping"] = t.inode + lay.inode_i_mapping
+        want["i_ino"] = t.inode + lay.inode_i_ino
+        want["i_size"] = t.inode + lay.inode_i_size
+        rw = _rwsem_count_offset(mem, lay)
+        if rw is not None:
+            want["i_rwsem"] = t.inode + rw
+    if t.mapping is not None:
+        want["host"] = t.mapping + lay.as_host
+        want["nrpages"] = t.mapping + lay.as_nrpages
+    want["xa_head"] = t.xarray + lay.xa_head
+    lo = min(want.values())
+    hi = max(want.values()) + 8
+    vals: Dict[str, Optional[int]] = {}
+    if hi - lo <= 4096:
+        try:
+            buf = mem.read(lo, hi - lo)
+            vals = {k: int.from_bytes(buf[a - lo:a - lo + 8], "little")
+                    for k, a in want.items()}
+        except UnreadableMemory:
+            vals = {}
+    if not vals:
+        vals = {k: _u64(mem, a) for k, a in want.items()}
+    return TargetState(*(vals.get(k) for k in TargetState._fields))
+
+
+def _rwsem_count_offset(mem: Memory, lay: Layout) -> Optional[int]:
+    """Offset of ``i_rwsem.count`` in ``struct inode`` (debug info; once
+    per layout), None when the kernel has no such field."""
+    key = "inode_i_rwsem_count"
+    if key not in lay.extra:
+        a = mem.member_offset("struct inode", "i_rwsem")
+        b = mem.member_offset("struct rw_semaphore", "count")
+        lay.extra[key] = None if a is None or b is None else a + b
+    return lay.extra[key]
+
+
+def refresh_target(mem: Memory, lay: Layout, t: Target,
+                   state: Optional[TargetState] = None) -> Target:
+    """A copy of ``t`` with ``nrpages``, ``i_size`` and ``i_ino`` as they
+    are now (``state``, else :func:`read_state`): a live kernel changes
+    them.  Raises :class:`TargetChanged` when ``t`` no longer names the
+    same tree: the mapping's ``host`` is not the inode, the inode's
+    ``i_mapping`` is not the mapping (unless it is the inode's own
+    ``i_data``), or ``i_ino`` changed (an inode
+    freed and reused, fs/inode.c).  A bare XArray has nothing to re-read."""
+    if t.mapping is None:
+        return t
+    st = state if state is not None else read_state(mem, lay, t)
+    new = replace(t)
+    if t.inode:
+        own = t.mapping == t.inode + lay.inode_i_data     # scan rows
+        if st.host != t.inode or (st.i_mapping != t.mapping and not own):
+            raise TargetChanged("inode 0x%x no longer owns mapping 0x%x "
+                                "(freed or reused)" % (t.inode, t.mapping))
+        if t.i_ino is not None and st.i_ino != t.i_ino:
+            raise TargetChanged("inode 0x%x is now inode %s, was %d (freed "
+                                "and reused)" % (t.inode, st.i_ino, t.i_ino))
+        new.i_size = st.i_size
+    new.nrpages = st.nrpages
+    return new
 
 
 def fs_type_of(mem: Memory, lay: Layout, inode: int) -> Optional[str]:

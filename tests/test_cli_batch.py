@@ -32,16 +32,22 @@ def test_scan_clean_dump(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_scan_slab_clean_dump(family):
-    """scan --slab on a clean dump: exit 0, clean, 0 orphans, every line
-    fit for chat - on per-CPU slabs (6.1, 6.12) and sheaves (7.3)."""
+    """scan --slab on a clean dump, ELF and every makedumpfile form of the
+    run: exit 0, clean and complete, 0 orphans, every line fit for chat -
+    on per-CPU slabs (6.1, 6.12) and sheaves (7.3)."""
     pytest.importorskip("drgn")
-    m, path = lab_dump(family)
-    r = _run(["scan", "-c", path, "-k", m["vmlinux"], "--slab"])
-    assert r.exit_code == 0, r.output
-    slab = r.output.split("slab radix_tree_node: ")[1]
-    assert slab.startswith("clean\n"), slab
-    assert " orphans 0," in " ".join(slab.split()), slab
-    assert max(len(x) for x in r.output.splitlines()) <= 60
+    from tests.lab.labdumps import makedumpfile_dumps
+    m, _ = lab_dump(family)
+    names = ["elf"] + makedumpfile_dumps(m)
+    assert len(names) > 1, "no makedumpfile dump in %s" % m["_run_dir"]
+    for name in names:
+        _, path = lab_dump(family, name)
+        r = _run(["scan", "-c", path, "-k", m["vmlinux"], "--slab"])
+        assert r.exit_code == 0, (name, r.output)
+        slab = r.output.split("slab radix_tree_node: ")[1]
+        assert slab.startswith("clean\n"), (name, slab)
+        assert " orphans 0," in " ".join(slab.split()), (name, slab)
+        assert max(len(x) for x in r.output.splitlines()) <= 60
 
 
 @pytest.mark.parametrize("family", FAMILIES)

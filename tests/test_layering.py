@@ -17,7 +17,7 @@ FLOORS = {
         "backends"),
     1: ("layout", "xarray", "folio", "targets", "vfs", "explain", "memmap",
         "lost", "impact", "kernlog"),
-    2: ("analyze", "checks", "render"),
+    2: ("analyze", "checks", "render", "stable"),
     # 3: everything else (cli, frontdoor, crash, drgn_plugin, triage, ...)
 }
 

@@ -204,6 +204,22 @@ def test_release_from_sys_once(mem, crash, manifest):
     assert crash.standin_stats["exec_crash_command:sys"] == 1
 
 
+@pytest.mark.parametrize("dumpfile,live", [
+    ("/dev/crash", True), ("/proc/kcore", True), ("/dev/mem", True),
+    ("/dev/crash@host  (remote live system)", True),
+    ("/var/crash/202611201314/dump.202611201314", False),
+    ("/dumps/vmcore  [PARTIAL DUMP]", False)])
+def test_live_from_crashs_sys(fresh, api, dumpfile, live):
+    """crash on a running kernel names its memory source as DUMPFILE:
+    PykdumpMemory is then live (crashext.stable judges the tree)."""
+    fresh.standin_define_command(
+        "sys", lambda line: "    DUMPFILE: %s\n     RELEASE: 6.1.0-57-amd64\n"
+        % dumpfile)
+    m = PykdumpMemory()
+    assert m.live() is live
+    assert m.release() == "6.1.0-57-amd64"
+
+
 def test_layout_discovers_through_pykdump(mem):
     from crashext.layout import Layout
     lay = Layout.discover(mem)
@@ -297,7 +313,9 @@ def test_standin_readers(crash, api, prog, big64):
     assert api.readU8(i_pages + 8) == raw[8]
     assert crash.readInt(i_pages + 8, 8, True) == head - (1 << 64)
     assert crash.readInt(i_pages + 8, 8) == head
-    phys = api.readmem(i_pages - 0xFFFF888000000000, 16, crash.PHYSADDR)
+    # Physical = direct-map address - page_offset_base (KASLR moves it).
+    page_offset = prog["page_offset_base"].value_()
+    phys = api.readmem(i_pages - page_offset, 16, crash.PHYSADDR)
     assert phys == raw
 
 

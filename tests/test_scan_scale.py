@@ -277,7 +277,7 @@ def test_rows_are_written_before_the_next_unit_is_scanned(fmt, monkeypatch):
             doc["by_verdict"].values())
     else:
         lines = [json.loads(ln) for ln in out.splitlines()]
-        assert lines[-1]["kind"] == "totals"
+        assert lines[-1]["kind"] == "summary"
         assert lines[-1]["trees"] == len(lines) - 1
 
 
@@ -291,7 +291,9 @@ def test_json_document_and_lines_carry_the_same_rows(family):
              _cli(*args, "-f", "jsonl").stdout.splitlines()]
     assert lines[:-1] == doc["rows"]
     tot = lines[-1]
-    assert tot["kind"] == "totals" and tot["format"] == doc["format"]
+    assert tot["kind"] == "summary" and tot["complete"] is True
+    assert (tot["format"], doc["format"]) == ("crashext.scan-lines/1",
+                                              "crashext.scan/1")
     for k in ("by_verdict", "by_fs", "codes", "pages", "trees", "verdict"):
         assert tot[k] == doc[k], k
     paths = {int(f["inode"], 16) for f in m["files"]}
@@ -482,7 +484,7 @@ def test_a_killed_worker_loses_its_unit_and_says_so():
     want = [r.inode for u in sc.plan().units for r in sc.trees(u)]
     got = [r.get("inode") for r in rows[:-1]]
     assert got == [None if i == victim else i for i in want]
-    assert rows[-1]["kind"] == "totals"
+    assert rows[-1]["kind"] == "summary"
     assert rows[-1]["by_verdict"] == {"clean": len(want) - 1, "error": 1}
     assert "LOST [%d]" % [u.n for u in sc.plan().units if any(
         r.inode == victim for r in sc.trees(u))][0] in p.stderr

@@ -204,6 +204,32 @@ def test_slab_finds_a_link_to_a_free_node(lab):
     assert hits[0].node_state == "free"
 
 
+def test_slab_pages_excluded_is_one_note(lab):
+    """Every slab of the cache unreadable (makedumpfile -d 31 drops them
+    on 6.10+ kernels: a real 7.3 -d 31 dump loses all 60): the walk says
+    so in one note with the count, is incomplete, and raises nothing."""
+    from crashext.memory import MemoryView, UnreadableMemory
+    m, mem = lab
+    rep0 = _slab(_family(m), mem)
+    pages = {a & ~4095 for a in rep0.nodes}
+
+    class Excluded(MemoryView):
+        def read(self, addr, size):
+            for p in range(addr & ~4095, addr + size, 4096):
+                if p in pages:
+                    raise UnreadableMemory(addr, size, "excluded page")
+            return self.base.read(addr, size)
+    rep = walk_slab(Excluded(mem))
+    assert not rep.complete and rep.stats["objects"] == 0
+    assert rep.stats["slabs_unreadable"] == rep0.stats["slabs"]
+    notes = [n for n in rep.notes if "unreadable (excluded page)" in n]
+    assert notes == [n for n in rep.notes if "slab" in n and
+                     "excluded" in n]
+    assert len(notes) == 1 and notes[0].startswith(
+        "%d slabs unreadable" % rep0.stats["slabs"]), rep.notes
+    assert rep.findings == []
+
+
 # ----------------------------------------------------------------------
 # slab: SLUB per-CPU sheaves and barns (7.x)
 
@@ -315,11 +341,15 @@ def test_slab_sheaf_stray_pointers():
     assert set(sh) == {leaf.addr + 8, on_freelist[0]}, rep.findings[:4]
     assert sh[leaf.addr + 8].extra["sheaf"] == where
     assert sh[on_freelist[0]].extra["also"] == "freelist"
-    # The two objects the slots held before are now in use by nobody's
-    # account: allocated, waiting for RCU (xa_node_free() set array to
-    # XA_RCU_FREE) - not orphans.
-    assert set(rep.codes) == {"SLAB_SHEAF"}, rep.codes
-    assert rep.stats["orphans"] == 0
+    # The two objects the slots held before now count as allocated, with
+    # whatever their last user left: xa_node_free() sets ->array to
+    # XA_RCU_FREE ("freeing"), lib/radix-tree.c radix_tree_node_free()
+    # (IDR) leaves it, so such a node is an orphan of its old array.
+    # Nothing else is reported.
+    displaced = set(objs[:2])
+    for f in rep.findings:
+        assert f.code == "SLAB_SHEAF" or f.node in displaced, f
+    assert rep.stats["orphans"] <= 2
 
 
 def test_slab_barn_list_broken():

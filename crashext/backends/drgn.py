@@ -4,18 +4,38 @@
 >>> mem = DrgnMemory.open("vmcore.elf", "vmlinux")   # doctest: +SKIP
 >>> mem.struct_size("struct xa_node")                # doctest: +SKIP
 576
+>>> live = DrgnMemory.open_live()                    # doctest: +SKIP
+>>> live.live()                                      # doctest: +SKIP
+True
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import mmap
+import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import drgn
 
 from ..memory import KERNEL_MIN, CrashextError, Memory, UnreadableMemory
+from .vmlinux import vmlinux_release
+
+#: The running kernel's memory, as drgn opens it for ``drgn`` without -c.
+KCORE = "/proc/kcore"
+
+#: Where distributions install the debug vmlinux of release ``{r}``, in
+#: the order tried: Debian / Ubuntu (linux-image-R-dbg, -dbgsym), Fedora /
+#: RHEL (kernel-debuginfo) and trixie's 7.x, SUSE (kernel-*-debuginfo),
+#: a vmlinux beside the kernel, a build tree.
+DEBUG_VMLINUX = (
+    "/usr/lib/debug/boot/vmlinux-{r}",
+    "/usr/lib/debug/lib/modules/{r}/vmlinux",
+    "/usr/lib/debug/boot/vmlinux-{r}.debug",
+    "/boot/vmlinux-{r}",
+    "/lib/modules/{r}/build/vmlinux",
+)
 
 
 class DrgnMemory(Memory):
@@ -26,6 +46,7 @@ class DrgnMemory(Memory):
         self._source = source
         self._types: Dict[str, Optional[drgn.Type]] = {}
         self._release: Optional[str] = None
+        self._live: Optional[bool] = None
         self.load_log: List[str] = []
 
     @classmethod
@@ -54,6 +75,67 @@ class DrgnMemory(Memory):
                                     % (vmlinux, e))
         mem = cls(prog, "%s (drgn)" % vmcore)
         mem.load_log = log
+        mem.check_release(vmlinux)
+        return mem
+
+    @classmethod
+    def open_live(cls, vmlinux: Optional[str] = None,
+                  kcore: str = KCORE) -> "DrgnMemory":
+        """The running kernel (``/proc/kcore``, as ``drgn`` with no ``-c``)
+        with debug info from ``vmlinux`` or the first of
+        :func:`debug_vmlinux_candidates` that exists.  Every reason it
+        cannot work is one :class:`CrashextError` line: not root (no
+        CAP_SYS_RAWIO: ``open_kcore()`` in fs/proc/kcore.c), kernel
+        lockdown in confidentiality mode (LOCKDOWN_KCORE), no
+        /proc/kcore (CONFIG_PROC_KCORE off), no debug info."""
+        release = os.uname().release
+        if not os.path.exists(kcore):
+            raise CrashextError("live: %s does not exist (kernel built "
+                                "without CONFIG_PROC_KCORE?)" % kcore)
+        try:
+            fd = os.open(kcore, os.O_RDONLY)
+            os.close(fd)
+        except OSError as e:
+            raise CrashextError(_kcore_refused(kcore, e))
+        if vmlinux is None:
+            found = [p for p in debug_vmlinux_candidates(release)
+                     if os.path.isfile(p)]
+            if not found:
+                raise CrashextError(
+                    "live: no debug info for the running kernel %s: none "
+                    "of %s exists (install linux-image-%s-dbg on Debian, "
+                    "linux-image-%s-dbgsym on Ubuntu, kernel-debuginfo on "
+                    "Fedora/RHEL, or give --vmlinux)"
+                    % (release, ", ".join(debug_vmlinux_candidates(release)),
+                       release, release))
+            vmlinux = found[0]
+        elif not os.path.isfile(vmlinux):
+            raise CrashextError("live: vmlinux %s does not exist" % vmlinux)
+        file_rel = vmlinux_release(vmlinux)
+        if file_rel and file_rel != release:
+            raise CrashextError("live: %s is for %s but the running kernel "
+                                "is %s" % (vmlinux, file_rel, release))
+        prog = drgn.Program()
+        with _drgn_log() as log:
+            try:
+                if kcore == KCORE:
+                    prog.set_kernel()
+                else:
+                    prog.set_core_dump(kcore)
+            except OSError as e:
+                raise CrashextError(_kcore_refused(kcore, e))
+            except Exception as e:
+                raise CrashextError("live: cannot open %s: %s" % (kcore, e))
+            try:
+                prog.load_debug_info([vmlinux])
+            except drgn.MissingDebugInfoError as e:
+                log.append(str(e))
+            except Exception as e:
+                raise CrashextError("live: cannot load debug info %s: %s"
+                                    % (vmlinux, e))
+        mem = cls(prog, "live kernel %s (%s)" % (release, kcore))
+        mem.load_log = log
+        mem._live = True
         mem.check_release(vmlinux)
         return mem
 
@@ -91,6 +173,17 @@ class DrgnMemory(Memory):
                 % (vmlinux or "(default)", deb_rel, dump_rel))
 
     # Memory interface -------------------------------------------------
+    def live(self) -> bool:
+        """A running kernel: opened by :meth:`open_live`, or a Program that
+        drgn itself calls live (``drgn`` without ``-c``, /proc/kcore)."""
+        if self._live is None:
+            try:
+                self._live = bool(self.prog.flags
+                                  & drgn.ProgramFlags.IS_LIVE)
+            except Exception:
+                self._live = False
+        return self._live
+
     def read(self, addr: int, size: int) -> bytes:
         if addr < KERNEL_MIN or addr + size > 1 << 64:
             # drgn serves low addresses of QEMU ELF dumps from physical
@@ -191,19 +284,41 @@ class DrgnMemory(Memory):
         return p.dentry.d_inode.value_()
 
 
-_BANNER = re.compile(rb"Linux version (\d[\x21-\x7e]{0,63}) \(")
+def debug_vmlinux_candidates(release: str) -> List[str]:
+    """:data:`DEBUG_VMLINUX` for ``release`` (``uname -r``)."""
+    return [p.format(r=release) for p in DEBUG_VMLINUX]
 
 
-def vmlinux_release(path: str) -> Optional[str]:
-    """The release in a vmlinux file's ``linux_banner`` ("Linux version
-    6.1.0-50-amd64 (...") without loading its debug info, or None."""
+def lockdown_mode(path: str = "/sys/kernel/security/lockdown"
+                  ) -> Optional[str]:
+    """The kernel lockdown mode in force (``none``, ``integrity``,
+    ``confidentiality``: the bracketed word of securityfs's lockdown
+    file), or None when it cannot be read."""
     try:
-        with open(path, "rb") as f, \
-                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            m = _BANNER.search(mm)
-            return m.group(1).decode("ascii") if m else None
-    except (OSError, ValueError):
+        with open(path) as f:
+            text = f.read()
+    except OSError:
         return None
+    m = re.search(r"\[(\w+)\]", text)
+    return m.group(1) if m else None
+
+
+def _kcore_refused(kcore: str, e: OSError) -> str:
+    """One line saying why ``kcore`` cannot be opened.  open_kcore()
+    (fs/proc/kcore.c) refuses without CAP_SYS_RAWIO and under lockdown
+    LOCKDOWN_KCORE (confidentiality mode, include/linux/security.h), both
+    with EPERM."""
+    if e.errno in (errno.EPERM, errno.EACCES):
+        if lockdown_mode() == "confidentiality":
+            return ("live: kernel lockdown (confidentiality) forbids "
+                    "reading %s; a live check cannot run on this boot"
+                    % kcore)
+        if os.geteuid() != 0:
+            return ("live: reading %s needs root (CAP_SYS_RAWIO): run "
+                    "as root, e.g. with sudo" % kcore)
+        return ("live: %s refused (%s): needs CAP_SYS_RAWIO and no "
+                "kernel lockdown" % (kcore, e.strerror or e))
+    return "live: cannot open %s: %s" % (kcore, e.strerror or e)
 
 
 class _drgn_log:

@@ -90,6 +90,16 @@ class PykdumpMemory(Memory):
     def release(self) -> Optional[str]:
         return self._sys_info().get("RELEASE") or None
 
+    def live(self) -> bool:
+        """crash on a running kernel: its ``sys`` names the live memory
+        source (``pc->live_memsrc``: /dev/crash, /proc/kcore or /dev/mem;
+        ``(remote live system)``) as DUMPFILE (display_sys_stats() in
+        crash's kernel.c)."""
+        dump = self._sys_info().get("DUMPFILE", "")
+        return (dump.split()[:1] in (["/dev/crash"], ["/proc/kcore"],
+                                     ["/dev/mem"])
+                or "(remote live system)" in dump)
+
     def describe(self) -> str:
         info = self._sys_info()
         dump = info.get("DUMPFILE")

@@ -86,6 +86,11 @@ class RecordingMemory(Memory):
     def release(self) -> Optional[str]:
         return self.inner.release()
 
+    def live(self) -> bool:
+        # A live capture is judged live (crashext.stable); the snapshot
+        # it writes replays as a dump.
+        return self.inner.live()
+
     def describe(self) -> str:
         return self.inner.describe()
 

@@ -122,6 +122,8 @@ def verdict_summary(a: Any) -> str:
     if a.verdict == "clean":
         return "%s, %s" % (_plural(a.stats.entries, "entry").replace(
             "entrys", "entries"), pages_phrase(a))
+    if a.verdict == "changing":
+        return "not judged, %d walks" % a.stability.walks
     c = counts(a)
     parts = []
     if c[ERROR]:

@@ -181,6 +181,9 @@ def to_data(a: Any, full: bool = False) -> Dict[str, Any]:
         "notes": list(a.notes),
         "impact": impact_dict(a),
     }
+    st = getattr(a, "stability", None)
+    if st is not None:
+        doc["live"] = st.to_dict()
     if full:
         doc["nodes"] = [node_dict(n) for n in w.nodes]
         doc["entries"] = [entry_dict(e, a.folios) for e in w.entries]

@@ -28,18 +28,15 @@ the error when nothing fits.
 
 from __future__ import annotations
 
-import mmap
 import os
-import re
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..backends.vmlinux import vmlinux_release
+
 #: The system's own debug-info root, searched after the given directories.
 SYSTEM_ROOT = "/"
-
-_BANNER = re.compile(rb"Linux version (\d[\x21-\x7e]{0,63}) \(")
-
 
 def release_layouts(release: str) -> List[str]:
     """Paths, relative to a debug directory, where the vmlinux of
@@ -111,18 +108,6 @@ def _note_build_id(buf: bytes) -> Optional[str]:
             return buf[name_end:name_end + descsz].hex()
         o = desc_end
     return None
-
-
-def vmlinux_release(path: str) -> Optional[str]:
-    """The release in a vmlinux file's ``linux_banner`` ("Linux version
-    6.1.0-50-amd64 (...") without loading its debug info, or None."""
-    try:
-        with open(path, "rb") as f, \
-                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            m = _BANNER.search(mm)
-            return m.group(1).decode("ascii") if m else None
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass

@@ -101,6 +101,7 @@ class ScanRow:
     #: What the damage means for the file (render.impact.summary_dict):
     #: bytes that read wrong, data at risk, the nrpages equation.
     impact: Dict[str, Any] = field(default_factory=dict)
+    live: Dict[str, Any] = field(default_factory=dict)  # Stability, live
 
     def to_dict(self) -> Dict[str, Any]:
         """The row as a dict (its own copies of the containers; what
@@ -112,6 +113,7 @@ class ScanRow:
         d["findings"] = [_copy(f) for f in self.findings]
         d["explanations"] = [_copy(e) for e in self.explanations]
         d["impact"] = _copy(self.impact)
+        d["live"] = _copy(self.live)
         return d
 
     @property
@@ -208,6 +210,9 @@ def row_from_analysis(row: ScanRow, a: Any) -> ScanRow:
         row.counts["explanations"] = len(a.explanations)
     from ..render.impact import summary_dict
     row.impact = summary_dict(a)
+    st = getattr(a, "stability", None)
+    if st is not None:
+        row.live = st.to_dict()
     return row
 
 
@@ -333,6 +338,30 @@ def _list(mem: Memory, head: int, link_off: int, read_size: int,
         prev, cur = cur, nxt
 
 
+def _list_again(mem: Memory, head: int, link_off: int, read_size: int,
+                limit: int, restarts: int = 5
+                ) -> Iterator[Tuple[str, int, Any]]:
+    """:func:`_list` on a live kernel: a list changes under a reader
+    without its lock (an inode evicted, inode_sb_list_del() in
+    fs/inode.c), so a broken walk restarts from the head, skipping the
+    entries already yielded; the error comes only after ``restarts``
+    restarts."""
+    done = set()
+    err = ""
+    for _ in range(restarts + 1):
+        err = ""
+        for kind, ent, x in _list(mem, head, link_off, read_size, limit):
+            if kind == "error":
+                err = x
+                break
+            if ent not in done:
+                done.add(ent)
+                yield kind, ent, x
+        if not err:
+            return
+    yield ("error", 0, "%s (changed %d times while read)" % (err, restarts))
+
+
 # ----------------------------------------------------------------------
 # The plan
 
@@ -414,13 +443,19 @@ class Scanner:
         self.max_nodes = max_nodes
         self.memmap = memmap
         self.slab_nodes = slab_nodes
+        live = getattr(mem, "live", None)
+        #: A running kernel: its lists change while read, so each is one
+        #: unit, walked from its head (and again from there when it
+        #: breaks: :func:`_list_again`), never cut by a plan walk.
+        self.live = bool(callable(live) and live())
         self.unit_entries = max(1, unit_entries)
         self.unit_spaces = max(1, unit_spaces)
 
     # -- planning ------------------------------------------------------
 
     def plan(self) -> ScanPlan:
-        """Follow every list (16 bytes an entry) and cut it into units."""
+        """Follow every list (16 bytes an entry) and cut it into units
+        (on a live kernel: one unit a list, not followed here)."""
         units: List[Unit] = []
         total = 0
 
@@ -438,6 +473,9 @@ class Scanner:
                                          where="super_blocks"))
                 break
             if want is not None and sbd["fs_type"] not in want:
+                continue
+            if self.live:
+                add("inodes", sb=sbd)
                 continue
             head = sbd["inodes_head"]
             cur_unit: Optional[Unit] = None
@@ -532,10 +570,15 @@ class Scanner:
         common = dict(sb=sbd.get("sb"), fs_type=sbd.get("fs_type", ""),
                       s_id=sbd.get("s_id", ""))
         where = "%s %s s_inodes" % (common["fs_type"], common["s_id"])
-        for kind, ino, buf in _list(
-                mem, sbd["inodes_head"], off.i_sb_list, off.inode_read,
-                MAX_INODES_PER_SB, start=unit.start, pos=unit.pos,
-                stop=None if unit.last else unit.pos + unit.entries):
+        if self.live:
+            walk = _list_again(mem, sbd["inodes_head"], off.i_sb_list,
+                               off.inode_read, MAX_INODES_PER_SB)
+        else:
+            walk = _list(mem, sbd["inodes_head"], off.i_sb_list,
+                         off.inode_read, MAX_INODES_PER_SB,
+                         start=unit.start, pos=unit.pos,
+                         stop=None if unit.last else unit.pos + unit.entries)
+        for kind, ino, buf in walk:
             if kind == "error":
                 yield ScanRow("error", "error", error=buf, where=where,
                               **common)

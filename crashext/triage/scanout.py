@@ -41,8 +41,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from ..findings import CODES, SEVERITY_RANK
 from ..jsontext import dumps
 
-#: The ``format`` of the JSON document and of the JSON Lines totals line.
+#: The ``format`` of the JSON document.
 FORMAT = "crashext.scan/1"
+#: The ``format`` of JSON Lines' summary line (the fleet job's too:
+#: crashext.triage.fleet).
+LINES_FORMAT = "crashext.scan-lines/1"
 #: Output forms of ``scan``.
 FORMS = ("table", "json", "jsonl")
 #: Rows the table shows by default (the worst first); 0 shows every one.
@@ -55,9 +58,11 @@ SPOOL_RUN = 50_000
 FLUSH_BYTES = 1 << 15
 FLUSH_SECONDS = 0.5
 
-#: Worst first (the table's order and the triage verdict).
-VERDICT_RANK = {"corrupt": 0, "error": 1, "suspect": 2, "clean": 3}
-_VERDICT_ORDER = ("corrupt", "suspect", "error", "clean")   # header line
+#: Worst first (the table's order and the triage verdict); "changing":
+#: a live tree that changed while read, not judged (crashext.stable).
+VERDICT_RANK = {"corrupt": 0, "error": 1, "suspect": 2, "changing": 3,
+                "clean": 4}
+_VERDICT_ORDER = ("corrupt", "suspect", "error", "changing", "clean")
 
 
 # ----------------------------------------------------------------------
@@ -71,6 +76,7 @@ class Totals:
 
     def __init__(self) -> None:
         self.rows = 0
+        self.lists = 0              # rows of kind "error": not trees
         self.by_verdict: Dict[str, int] = {}
         self.by_fs: Dict[str, Dict[str, int]] = {}
         self.codes: Dict[str, int] = {}
@@ -79,6 +85,7 @@ class Totals:
     def add(self, row: Any) -> None:
         v = row.verdict
         self.rows += 1
+        self.lists += row.kind == "error"
         self.by_verdict[v] = self.by_verdict.get(v, 0) + 1
         fs = self.by_fs.setdefault(row.fs_type or row.kind, {})
         fs[v] = fs.get(v, 0) + 1
@@ -88,6 +95,7 @@ class Totals:
 
     def merge(self, other: "Totals") -> None:
         self.rows += other.rows
+        self.lists += other.lists
         self.pages += other.pages
         _add_counts(self.by_verdict, other.by_verdict)
         _add_counts(self.codes, other.codes)
@@ -323,8 +331,11 @@ class _Writer:
 
 class JsonLinesWriter(_Writer):
     """One JSON object per line, as each row is made; the last line is
-    ``{"kind": "totals", "format": ..., "by_verdict": ..., ...}`` (with
-    ``"slab"`` after ``--slab``), so a reader knows the scan ended."""
+    ``{"kind": "summary", "format": "crashext.scan-lines/1",
+    "complete": true, "by_verdict": ..., ...}`` (with ``"slab"`` after
+    ``--slab``), so a reader knows the scan ended: the fleet job's
+    summary line (crashext.triage.fleet) less its cost, which would make
+    two runs differ."""
 
     def put(self, piece: str) -> None:
         self._out(piece + "\n")
@@ -335,7 +346,8 @@ class JsonLinesWriter(_Writer):
 
     def finish(self, totals: Totals, slab: Optional[Dict[str, Any]] = None
                ) -> None:
-        d = dict(_totals_dict(totals), kind="totals", format=FORMAT)
+        d = dict(_totals_dict(totals), kind="summary", format=LINES_FORMAT,
+                 complete=True, stopped=None)
         if slab is not None:
             d["slab"] = slab
         self._out(dumps(d, sort_keys=True) + "\n")
@@ -437,8 +449,8 @@ def writer(fmt: str, write: Callable[[str], None], include_clean: bool,
 
 def _totals_dict(t: Totals) -> Dict[str, Any]:
     return {"by_verdict": dict(t.by_verdict), "by_fs": dict(t.by_fs),
-            "codes": t.sorted_codes(), "pages": t.pages, "trees": t.rows,
-            "verdict": t.verdict}
+            "codes": t.sorted_codes(), "pages": t.pages,
+            "trees": t.rows - t.lists, "verdict": t.verdict}
 
 
 def slab_lines(slab: Dict[str, Any]) -> List[str]:

@@ -28,13 +28,18 @@ read from its debug info (never from the version string):
   to 6.x): each CPU's current slab has a second, lockless freelist at
   ``kmem_cache_cpu.freelist`` (6.1 include/linux/slub_def.h, 6.12 mm/slub.c
   ``struct kmem_cache_cpu``; ``___slab_alloc()``).
-* per-CPU sheaves (``kmem_cache.cpu_sheaves``; 7.x has no ``cpu_slab``
-  and no ``struct kmem_cache_cpu`` left): ``struct slub_percpu_sheaves``
-  holds the ``main``, ``spare`` and ``rcu_free`` sheaves, and each NUMA
-  node a ``struct node_barn`` with lists of full and empty sheaves
-  (``kmem_cache.per_node[n].barn`` in 7.3, ``kmem_cache_node.barn`` or
-  ``slub_percpu_sheaves.barn`` before).  A sheaf's first ``size``
-  ``objects[]`` are free objects, stored as plain pointers: 7.3.4 mm/slub.c
+* per-CPU sheaves (``kmem_cache.cpu_sheaves``: opt-in per cache since
+  commit 2d517aa09bbc, v6.18, next to ``cpu_slab``; every cache's only
+  per-CPU cache since commit 32c894c7274b, v7.0, which removed ``struct
+  kmem_cache_cpu``): ``struct slub_percpu_sheaves`` holds the ``main``,
+  ``spare`` and ``rcu_free`` sheaves, and each NUMA node a ``struct
+  node_barn`` with lists of full and empty sheaves
+  (``kmem_cache.per_node[n].barn`` since commit 5ba6bc27b1f9, v7.1;
+  ``kmem_cache_node.barn`` before; ``slub_percpu_sheaves.barn`` in the
+  first posted series; commit ids as drgn's slab helper cites them, the
+  6.1, 6.12 and 7.3.4 layouts read in Debian's linux-source packages).
+  A sheaf's first ``size`` ``objects[]`` are free objects, stored as
+  plain pointers: 7.3.4 mm/slub.c
   ``free_to_pcs()`` does ``pcs->main->objects[pcs->main->size++] =
   object`` and ``barn_put_full_sheaf()`` links a sheaf on
   ``barn->sheaves_full`` through ``sheaf->barn_list``; ``rcu_free``
@@ -254,16 +259,16 @@ class _Slub:
         if self.slab_mark != "PG_slab flag" and self.o_page_type is None:
             raise CrashextError("no struct page.page_type")
         self.page_shift = 12
-        self.vmemmap = _sym_u64(mem, "vmemmap_base")
+        self.vmemmap = mem.symbol_value("vmemmap_base")
         if self.vmemmap is None:
-            mm = _sym_u64(mem, "mem_map")            # FLATMEM
+            mm = mem.symbol_value("mem_map")            # FLATMEM
             self.vmemmap = mm
         if self.vmemmap is None:
             raise CrashextError("cannot find the struct page array "
                                 "(no vmemmap_base / mem_map)")
-        po = _sym_u64(mem, "page_offset_base")
+        po = mem.symbol_value("page_offset_base")
         self.page_offset = po if po is not None else 0xFFFF888000000000
-        self.max_pfn = _sym_u64(mem, "max_pfn") or 0
+        self.max_pfn = mem.symbol_value("max_pfn") or 0
         if not self.max_pfn:
             raise CrashextError("max_pfn unknown")
 
@@ -296,26 +301,6 @@ class _Slub:
 
 def _u64(buf: bytes, off: int) -> int:
     return int.from_bytes(buf[off:off + 8], "little")
-
-
-def _sym_u32(mem: Memory, name: str) -> Optional[int]:
-    a = mem.symbol(name)
-    if a is None:
-        return None
-    try:
-        return int.from_bytes(mem.read(a, 4), "little")
-    except UnreadableMemory:
-        return None
-
-
-def _sym_u64(mem: Memory, name: str) -> Optional[int]:
-    a = mem.symbol(name)
-    if a is None:
-        return None
-    try:
-        return mem.read_u64(a)
-    except UnreadableMemory:
-        return None
 
 
 def _percpu_offsets(mem: Memory, rep: SlabReport) -> Optional[List[int]]:
@@ -521,7 +506,7 @@ def _barns(mem: Memory, sl: _Slub, rep: SlabReport) -> List[Tuple[int, str]]:
     ``kmem_cache.per_node[n].barn`` (7.3), else
     ``kmem_cache.node[n]->barn`` (``struct kmem_cache_node.barn``)."""
     K = "struct kmem_cache"
-    nr = _sym_u32(mem, "nr_node_ids") or 1
+    nr = mem.symbol_value("nr_node_ids", 4) or 1
     nr = max(1, min(nr, 1 << 10))
     out: List[Tuple[int, str]] = []
     o_pn = mem.member_offset(K, "per_node")
@@ -670,6 +655,8 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
     cpu_fl = _cpu_freelists(mem, sl, rep)
     in_sheaves = _sheaf_objects(mem, sl, rep)
     st = rep.stats
+    #: reason -> objects addresses of the slabs that could not be read
+    lost: Dict[str, List[int]] = {}
     for page, pfn, freelist, counters in iter_slabs(mem, sl, rep, progress):
         st["slabs"] = st.get("slabs", 0) + 1
         objects = (counters >> 16) & 0x7FFF
@@ -683,8 +670,7 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
             buf = mem.read(base, sl.red_left_pad + objects * sl.size)
         except UnreadableMemory as e:
             rep.complete = False
-            rep.notes.append("slab %s (objects at %s) unreadable: %s"
-                             % (hex(page), hex(base), e.reason or "?"))
+            lost.setdefault(e.reason or "?", []).append(base)
             continue
         free: Optional[Set[int]] = set()
         heads = cpu_fl.pop(page, [])
@@ -725,6 +711,14 @@ def iter_slab_bufs(mem: Memory, sl: "_Slub", rep: SlabReport,
                     free.add(a)
         yield SlabBuf(page, base, first, objects, sl.size, buf, free,
                       frozen, inuse)
+    # One line per reason (makedumpfile -d 31 drops every slab page of
+    # some kernels: a line per slab would bury the report).
+    for reason, bases in sorted(lost.items()):
+        st["slabs_unreadable"] = st.get("slabs_unreadable", 0) + len(bases)
+        rep.notes.append("%d slab%s unreadable (%s): objects at %s%s"
+                         % (len(bases), "s" if len(bases) > 1 else "",
+                            reason, ", ".join(hex(b) for b in bases[:3]),
+                            ", ..." if len(bases) > 3 else ""))
     for slab, heads in cpu_fl.items():
         rep.notes.append("cpu freelist %s of slab %s not in a scanned slab"
                          % (",".join(hex(h) for h in heads), hex(slab)))

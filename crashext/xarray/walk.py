@@ -344,6 +344,43 @@ def _node_unpacker(lay: Layout):
     return st, starts, counts
 
 
+#: The fields of a node that :func:`node_fields` and :func:`node_reader`
+#: give, in order.
+NODE_FIELDS = ("shift", "offset", "count", "nr_values", "parent", "array",
+               "slots", "marks")
+
+
+def node_fields(n: NodeRec) -> Tuple[Any, ...]:
+    """A walked node's header, slots and marks as one tuple
+    (:data:`NODE_FIELDS`), to compare with :func:`node_reader`'s."""
+    return (n.shift, n.offset, n.count, n.nr_values, n.parent, n.array,
+            n.slots, n.marks)
+
+
+def node_reader(lay: Layout):
+    """A function ``read(mem, addr)`` that reads one ``xa_node`` again
+    (one read, decoded exactly as :func:`walk_xarray` decodes it) and
+    returns :func:`node_fields`' tuple; it raises
+    :class:`UnreadableMemory`.
+
+    >>> read = node_reader(lay)                      # doctest: +SKIP
+    >>> read(mem, node.addr) == node_fields(node)    # doctest: +SKIP
+    True
+    """
+    st, starts, counts = _node_unpacker(lay)
+    unpack = st.unpack_from
+    size = max(lay.node_size, st.size)
+    chunk = lay.chunk_size
+    s_hdr = [starts[i] for i in range(6)]
+    s_slots, s_marks, n_marks = starts[6], starts[7], counts[7]
+
+    def read(mem: Memory, addr: int) -> Tuple[Any, ...]:
+        v = unpack(mem.read(addr, size))
+        return tuple(v[i] for i in s_hdr) + (
+            v[s_slots:s_slots + chunk], v[s_marks:s_marks + n_marks])
+    return read
+
+
 def walk_xarray(mem: Memory, lay: Layout, xarray: int,
                 max_nodes: int = MAX_NODES) -> Walk:
     """Walk the XArray at address ``xarray`` and return a :class:`Walk`.
