@@ -57,6 +57,21 @@ def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
         except ImportError:
             raise CrashextError("drgn is not installed: pip install drgn")
         return DrgnMemory.open_live(vmlinux)
+    check_sources(vmcore, vmlinux, snapshot, whole_dump)
+    if snapshot:
+        from .backends.snapshot import SnapshotMemory
+        return SnapshotMemory.load(snapshot)
+    try:
+        from .backends.drgn import DrgnMemory
+    except ImportError:
+        raise CrashextError("drgn is not installed: pip install drgn")
+    return DrgnMemory.open(vmcore, vmlinux)
+
+
+def check_sources(vmcore: Optional[str], vmlinux: Optional[str],
+                  snapshot: Optional[str], whole_dump: str = "") -> None:
+    """Raise :class:`CrashextError` (one line) for source options that
+    cannot work, before anything is opened."""
     if snapshot and vmcore:
         raise CrashextError("give either --vmcore or --snapshot, not both")
     if snapshot and whole_dump:
@@ -64,8 +79,7 @@ def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
                             "holds only the trees it captured; use check "
                             "or chat on it" % whole_dump)
     if snapshot:
-        from .backends.snapshot import SnapshotMemory
-        return SnapshotMemory.load(snapshot)
+        return
     if not vmcore:
         raise CrashextError("no dump given: use --vmcore FILE [--vmlinux "
                             "FILE] or --snapshot FILE")
@@ -86,11 +100,6 @@ def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
             raise CrashextError("vmlinux %s is not an ELF file (give the "
                                 "debug vmlinux, e.g. /usr/lib/debug/boot/"
                                 "vmlinux-RELEASE)" % vmlinux)
-    try:
-        from .backends.drgn import DrgnMemory
-    except ImportError:
-        raise CrashextError("drgn is not installed: pip install drgn")
-    return DrgnMemory.open(vmcore, vmlinux)
 
 
 def _targets(mem: Memory, targets: Sequence[str]) -> List[str]:
@@ -103,18 +112,31 @@ _render = frontdoor.render
 
 class _ClickReporter(frontdoor.Reporter):
     """frontdoor output through click (results to stdout, errors and
-    notes to stderr)."""
+    notes to stderr).  A progress line on the terminal is erased before
+    anything else is written."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress=None) -> None:
         super().__init__(prefix="crashext")
+        self.progress = progress
+
+    def _clear(self) -> None:
+        if self.progress is not None:
+            self.progress.clear()
 
     def echo(self, text: str) -> None:
+        self._clear()
         click.echo(text)
 
+    def write(self, text: str) -> None:
+        self._clear()
+        click.echo(text, nl=False)
+
     def info(self, text: str) -> None:
+        self._clear()
         click.echo(text, err=True)
 
     def fail(self, msg: str) -> None:
+        self._clear()
         _fail(msg)
 
 
@@ -287,20 +309,8 @@ def crashrc(mpykdump, wrapper, crash_bin, shell):
     sys.exit(EXIT_CLEAN)
 
 
-def _progress_bar():
-    """A one-line progress report on a terminal (stderr), None in pipes."""
-    if not sys.stderr.isatty():
-        return None
-
-    def show(p: dict) -> None:
-        if p.get("done"):
-            sys.stderr.write("\r%-60s\r" % "")
-        else:
-            sys.stderr.write("\rscanning %s %s: %d inodes, %d trees"
-                             % (p.get("fs_type", ""), p.get("s_id", ""),
-                                p.get("inodes", 0), p.get("trees", 0)))
-        sys.stderr.flush()
-    return show
+class _ReaderLeft(BaseException):
+    """stdout's reader went away (``crashext scan ... | head``)."""
 
 
 @main.command()
@@ -308,10 +318,13 @@ def _progress_bar():
 @click.option("--format", "-f", "fmt", default=None,
               type=click.Choice(("table", "json", "jsonl")),
               help="Output form: table (default), json, or jsonl (one JSON "
-                   "line per tree, then a summary line; default with "
-                   "--live).")
+                   "line per tree as it is scanned, then a summary line; "
+                   "default with --live).")
 @click.option("--all", "include_clean", is_flag=True,
-              help="List clean trees too.")
+              help="List clean trees too (every tree, worst first).")
+@click.option("--top", type=click.IntRange(min=0), default=None,
+              metavar="N", help="Table: the N worst trees (default 50; "
+                                "0: every tree with findings).")
 @click.option("--fs", "fs_types", multiple=True, metavar="TYPE",
               help="Only these filesystem types (repeatable; 'swap' for "
                    "the swap cache).")
@@ -323,6 +336,12 @@ def _progress_bar():
               help="Never search the memory map for lost folios (by "
                    "default: for trees whose nrpages is not accounted "
                    "for; never with --live).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1,
+              show_default=True, metavar="N",
+              help="Processes to split the scan of a dump over (each opens "
+                   "the dump; same output as -j 1).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress line on a terminal.")
 @click.option("--max-seconds", type=float, default=0.0, show_default=True,
               help="jsonl: stop after this much wall time (0: no limit).")
 @click.option("--max-cpu-seconds", type=float, default=0.0,
@@ -333,25 +352,43 @@ def _progress_bar():
                    "of one CPU (default 50 with --live, else 100).")
 @click.option("--nice", type=int, default=None,
               help="jsonl: run at this niceness (default 19 with --live).")
-def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean,
-         fs_types, slab, no_memmap, max_seconds, max_cpu_seconds,
-         cpu_percent, nice):
+def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean, top,
+         fs_types, slab, no_memmap, jobs, quiet, max_seconds,
+         max_cpu_seconds, cpu_percent, nice):
     """Check every page cache of a dump or of the running kernel
     (--live), worst first.
+
+    Progress (done/total inodes, rate, ETA) goes to stderr when it is a
+    terminal.
 
     \b
     Fleet job (exit 0 clean, 1 findings, 2 could not analyse):
       crashext scan --live --max-seconds 300 > scan.jsonl
     """
+    from .triage.progress import Progress
+    prog = Progress("scan", unit="inodes", quiet=quiet)
+    rep = _ClickReporter(prog)
+    budgeted = bool(max_seconds or max_cpu_seconds or cpu_percent is not None
+                    or nice is not None)
 
     def body() -> int:
+        try:
+            return run()
+        except BrokenPipeError:
+            raise _ReaderLeft()
+
+    def run() -> int:
+        if jobs > 1:
+            return run_parallel()
         mem = open_memory(vmcore, vmlinux, snapshot, whole_dump="scan",
                           live=live)
         is_live = mem.live()
         if slab and is_live:
             raise CrashextError(NOT_LIVE % "--slab")
         form = fmt or ("jsonl" if is_live else "table")
-        if form == "jsonl":
+        if form == "jsonl" and (is_live or budgeted):
+            # A fleet job: low priority, a CPU / time budget, the cost in
+            # its summary line (crashext.triage.fleet).
             if slab:
                 raise CrashextError("--slab needs -f table or -f json")
             from .triage.fleet import Budget, fleet_scan
@@ -363,10 +400,48 @@ def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean,
             return fleet_scan(mem, lambda line: click.echo(line, nl=False),
                               budget, include_clean, fs_types or None,
                               memmap=not no_memmap)
-        return frontdoor.scan(mem, _ClickReporter(), form, include_clean,
-                              fs_types, progress=_progress_bar(), slab=slab,
-                              memmap=not no_memmap)
-    sys.exit(_guarded(debug, body))
+        return frontdoor.scan(mem, rep, form, include_clean, fs_types,
+                              progress=prog.scan_callback(), top=top,
+                              slab=slab, memmap=not no_memmap)
+
+    def run_parallel() -> int:
+        if live or is_kcore(vmcore):
+            raise CrashextError("-j %d needs a dump: a running kernel "
+                                "changes while it is read (use -j 1)" % jobs)
+        if budgeted:
+            raise CrashextError("--max-seconds, --max-cpu-seconds, "
+                                "--cpu-percent and --nice need -j 1")
+        # Check the sources here (one error line, no worker started);
+        # each worker opens the dump itself.
+        check_sources(vmcore, vmlinux, snapshot, whole_dump="scan")
+        try:
+            from .backends.drgn import DrgnMemory  # noqa: F401
+        except ImportError:
+            raise CrashextError("drgn is not installed: pip install drgn")
+        import functools
+        from .triage.scanjobs import ParallelScan
+        from .triage.scanout import Form
+        form = fmt or "table"
+        source = ParallelScan(
+            functools.partial(open_memory, vmcore, vmlinux, None, "scan"),
+            jobs, Form(form, include_clean), progress=prog.scan_callback(),
+            slab=slab, fs_types=fs_types or None,
+            memmap=False if no_memmap else "auto")
+        return frontdoor.scan(None, rep, form, include_clean, fs_types,
+                              top=top, source=source)
+    try:
+        status = _guarded(debug, body)
+    except KeyboardInterrupt:           # workers end with their parent
+        prog.close()
+        _fail("interrupted")
+        status = EXIT_FAILED
+    except _ReaderLeft:                 # the reader left (| head): quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = EXIT_FAILED
+    finally:
+        prog.close()
+    sys.exit(status)
 
 
 @main.command()
@@ -445,8 +520,10 @@ def folio(vmcore, vmlinux, snapshot, debug, live, via, addresses):
                    "(p-<hash>.png next to the results; needs Pillow).")
 @click.option("--format", "-f", "fmt", default="md", show_default=True,
               type=click.Choice(("md", "json")), help="Report form.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress line on a terminal.")
 def triage(inputs, out_dir, debug_dirs, workers, engine, scheduler, no_slab,
-           force, retry_errors, no_png, fmt):
+           force, retry_errors, no_png, fmt, quiet):
     """Analyse many vmcores in parallel; one bucket per dump.
 
     INPUTS: crash folders (/var/crash as kexec-tools or kdump-tools lay
@@ -456,17 +533,26 @@ def triage(inputs, out_dir, debug_dirs, workers, engine, scheduler, no_slab,
     analysed and none shows findings.
     """
     from .triage import batch, report
+    from .triage.progress import Progress
     if engine is None:
         engine = "dask" if scheduler else "process"
     elif engine != "dask":
         scheduler = None
+    # Progress on stderr (a terminal only): dumps done of the total, rate,
+    # time left; each log line erases it first.
+    prog = Progress("triage", unit="dumps", quiet=quiet)
+
+    def log(line: str) -> None:
+        prog.clear()
+        click.echo(line, err=True)
     try:
-        res = batch.triage(list(inputs), out_dir, workers=workers,
-                           engine=engine, debug_dirs=list(debug_dirs),
-                           slab=not no_slab, force=force,
-                           retry_errors=retry_errors, png=not no_png,
-                           scheduler=scheduler,
-                           log=lambda line: click.echo(line, err=True))
+        with prog:
+            res = batch.triage(
+                list(inputs), out_dir, workers=workers, engine=engine,
+                debug_dirs=list(debug_dirs), slab=not no_slab, force=force,
+                retry_errors=retry_errors, png=not no_png,
+                scheduler=scheduler, log=log,
+                progress=lambda done, total, _s: prog.update(done, total))
         click.echo(report.report(out_dir, fmt), nl=False)
     except (CrashextError, ValueError, OSError, RuntimeError) as e:
         _fail(str(e))

@@ -63,7 +63,8 @@ HELP = """\
   folio: to force the kind.  A path in the dump also works (found in the
   dcache: the file must have been open or looked up recently).
 
-    -f table|chat|json   output form (check, dump, scan)
+    -f table|chat|json   output form (check, dump; scan: table, json or
+                         jsonl, one line per tree as it is scanned)
     -o FILE              write the result to FILE (check, chat, dump,
                          scan); capture: the snapshot file to write
                          (--note TEXT adds a remark to it)
@@ -78,6 +79,7 @@ HELP = """\
                          every xa_node of the slab (nodes no tree reaches,
                          cut-off nodes counted in each tree's nrpages)
     --all                scan: list clean trees too
+    --top N              scan: the N worst trees (default 50; 0: all)
     --no-memmap          scan: never search the memory map (by default
                          it is searched for trees whose nrpages the tree
                          does not account for)
@@ -131,6 +133,10 @@ class Reporter:
     def echo(self, text: str) -> None:
         """``text`` and a newline (as click.echo)."""
         self._stream(self.out, "stdout").write(text + "\n")
+
+    def write(self, text: str) -> None:
+        """``text`` as it is (a part of a longer output)."""
+        self._stream(self.out, "stdout").write(text)
 
     def info(self, text: str) -> None:
         self._stream(self.err, "stderr").write(text + "\n")
@@ -270,86 +276,62 @@ def capture(mem: Memory, specs: Sequence[str], output: str, note: str,
     return status
 
 
-def scan(mem: Memory, rep: Reporter, fmt: str = "table",
+def scan(mem: Optional[Memory], rep: Reporter, fmt: str = "table",
          include_clean: bool = False,
          fs_types: Optional[Sequence[str]] = None,
          progress: Optional[Callable[[dict], None]] = None,
-         slab: bool = False, memmap: bool = True) -> int:
+         top: Optional[int] = None, slab: bool = False,
+         memmap: bool = True, source: Any = None) -> int:
     """Every page-cache tree of the dump (crashext.triage.scan, when it
-    is installed): one line per tree that is not clean, then totals;
-    ``slab`` also walks every xa_node of the radix_tree_node slab
+    is installed), printed as it is scanned: ``table`` (the totals, then
+    the ``top`` worst trees; every tree with ``include_clean`` or ``top``
+    0), ``json`` (one document) or ``jsonl`` (one line per tree).  Clean
+    trees are counted, and listed only with ``include_clean``.  ``slab``
+    also walks every xa_node of the radix_tree_node slab
     (crashext.triage.slab) first, and counts the nodes cut off each tree
     in its nrpages; ``memmap``: search the memory map for trees whose
-    nrpages is not accounted for."""
+    nrpages is not accounted for.
+
+    ``source`` replaces the scan of ``mem`` in this process by another
+    source of the same batches (``crashext scan -j N``:
+    crashext.triage.scanjobs.ParallelScan)."""
     try:
         from .triage import scan as S
-        S.scan                                      # noqa: B018
+        from .triage import scanout as O
+        S.LocalScan                                 # noqa: B018
     except (ImportError, AttributeError):
         rep.fail("scan not available in this crashext")
         return EXIT_FAILED
-    rows = []
-    by_verdict: dict = {}
-    slab_rep = by_array = None
-    if slab:
-        from .triage.slab import walk_slab
-        slab_rep = walk_slab(mem)
-        by_array = {}
-        for n in slab_rep.nodes.values():
-            by_array.setdefault(n.array, []).append(n)
-    for row in S.scan(mem, progress=progress, fs_types=fs_types or None,
-                      memmap="auto" if memmap else False,
-                      slab_nodes=by_array):
-        by_verdict[row.verdict] = by_verdict.get(row.verdict, 0) + 1
-        if include_clean or row.verdict != "clean":
-            rows.append(row)
-    if fmt == "json":
-        from .jsontext import dumps
-        doc = {"format": "crashext.scan/1", "by_verdict": by_verdict,
-               "rows": [r.to_dict() for r in rows]}
-        if slab_rep is not None:
-            doc["slab"] = slab_rep.to_dict()
-        rep.echo(dumps(doc, indent=2, sort_keys=True))
-    else:
-        rank = getattr(S, "rank", None)
-        if rank is not None:
-            rows = rank(rows, include_clean=include_clean)
-        n = sum(by_verdict.values())
-        parts = ["%d %s" % (by_verdict[v], v)
-                 for v in ("corrupt", "suspect", "error", "changing",
-                           "clean")
-                 if by_verdict.get(v)]
-        lines = ["scanned %d tree%s: %s" % (n, "" if n == 1 else "s",
-                                            ", ".join(parts) or "none")]
-        lines.extend(r.summary() for r in rows)
-        if slab_rep is not None:
-            lines.extend(_slab_lines(slab_rep))
-        rep.echo("\n".join(lines))
-    if by_verdict.get("corrupt") or by_verdict.get("suspect") or (
-            slab_rep is not None and slab_rep.findings):
+    form = O.Form(fmt, include_clean)
+    if source is None:
+        source = S.LocalScan(mem, form, progress=progress, slab=slab,
+                             fs_types=fs_types or None,
+                             memmap="auto" if memmap else False)
+    out = None
+    totals = O.Totals()
+    for pieces, t in source:
+        if out is None:     # nothing printed when the source fails first
+            out = O.writer(fmt, rep.write, include_clean,
+                           O.DEFAULT_TOP if top is None else top)
+        totals.merge(t)
+        out.put_all(pieces)
+    if out is None:
+        out = O.writer(fmt, rep.write, include_clean,
+                       O.DEFAULT_TOP if top is None else top)
+    slab_result = getattr(source, "slab", None)
+    out.finish(totals, slab_result)
+    findings = bool(totals.by_verdict.get("corrupt")
+                    or totals.by_verdict.get("suspect"))
+    failed = bool(totals.by_verdict.get("error"))
+    if slab_result is not None:
+        if "error" in slab_result:
+            rep.fail("slab: %s" % slab_result["error"])
+            failed = True
+        elif slab_result.get("findings"):
+            findings = True
+    if findings:
         return EXIT_FINDINGS
-    if by_verdict.get("error"):
-        return EXIT_FAILED
-    return EXIT_CLEAN
-
-
-def _slab_lines(rep: Any) -> List[str]:
-    """The slab walk's verdict, stats and notes within 60 columns, then
-    one line per finding."""
-    import textwrap
-
-    def wrap(t: str, lead: str = "  ", more: str = "    ") -> str:
-        return textwrap.fill(t, 60, initial_indent=lead,
-                             subsequent_indent=more)
-    out = ["slab radix_tree_node: %s%s" % (
-        rep.verdict, "" if rep.complete else " (incomplete)")]
-    # "name value" pairs kept whole (no-break space while wrapping).
-    out.append(wrap(", ".join("%s\xa0%s" % kv for kv in
-                              sorted(rep.stats.items()))).replace("\xa0",
-                                                                  " "))
-    out.extend(wrap(n, "  note: ") for n in rep.notes)
-    out.extend("  %s node 0x%x %s" % (f.code, f.node or 0, f.meaning)
-               for f in rep.findings)
-    return out
+    return EXIT_FAILED if failed else EXIT_CLEAN
 
 
 # ----------------------------------------------------------------------
@@ -409,7 +391,7 @@ def build_parser(command: str, out: Callable[[str], None] = None
                 "scan": "Analyse every page-cache tree of the dump.",
             }[command])
     if command in ("check", "dump", "scan"):
-        forms = FORMATS if command != "scan" else ("table", "json")
+        forms = FORMATS if command != "scan" else ("table", "json", "jsonl")
         p.add_argument("-f", "--format", dest="fmt", default="table",
                        choices=forms, metavar="|".join(forms),
                        help="output form (default table)")
@@ -440,7 +422,11 @@ def build_parser(command: str, out: Callable[[str], None] = None
                        "screen")
     if command == "scan":
         p.add_argument("--all", dest="include_clean", action="store_true",
-                       help="list clean trees too")
+                       help="list clean trees too (every tree, worst "
+                       "first)")
+        p.add_argument("--top", type=int, default=None, metavar="N",
+                       help="table: the N worst trees (default 50; 0: "
+                       "every tree with findings)")
         p.add_argument("--slab", action="store_true",
                        help="also walk every xa_node of the "
                        "radix_tree_node slab")
@@ -505,7 +491,7 @@ def _run_command(mem: Memory, command: str, ns: argparse.Namespace,
     """check, chat, dump or scan, printed through ``rep``."""
     if command == "scan":
         return scan(mem, rep, ns.fmt, ns.include_clean, ns.fs_types,
-                    slab=ns.slab, memmap=ns.memmap)
+                    top=ns.top, slab=ns.slab, memmap=ns.memmap)
     specs = target_specs(mem, ns.targets)
     fmt = "chat" if command == "chat" else ns.fmt
     opts = render_opts(command, fmt, getattr(ns, "flat", False),

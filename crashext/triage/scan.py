@@ -5,13 +5,24 @@ Engine code: reads memory only through :class:`crashext.memory.Memory`
 (one read per ``struct inode``, one per superblock), never raises for
 what it finds in the dump, and streams: :func:`scan` yields one
 :class:`ScanRow` per tree analysed (or per problem met on the way) and
-keeps nothing of the dump between rows but the list position.
+keeps nothing of the dump between rows but the plan.
+
+A scan is planned first (:meth:`Scanner.plan`): the lists are followed
+once reading only their ``list_head`` links (16 bytes an inode) and cut
+into numbered *units* of :data:`UNIT_ENTRIES` inodes (the list position
+of each unit's first entry is kept), :data:`UNIT_SPACES` swap-cache
+address_spaces, or a problem met.  Then each unit is read and analysed
+(:meth:`Scanner.rows`).  The plan gives the progress total, and since
+it depends only on the dump, ``scan -j N`` (:mod:`.scanjobs`) has each
+process plan the same units and take different ones: unit ``n`` gives
+the same rows wherever it runs.
 
 Where the trees are (include/linux/fs.h, fs/super.c, mm/swap_state.c):
 
 * ``super_blocks`` (``LIST_HEAD``) -> ``super_block.s_list``;
 * ``super_block.s_inodes`` -> ``inode.i_sb_list``: every inode of that
-  filesystem, shmem/tmpfs and the block-device pseudo filesystem included;
+  filesystem, shmem/tmpfs and the block-device pseudo filesystem included
+  (inode_sb_list_add() in fs/inode.c);
 * each inode's own ``i_data`` is its page cache (``i_mapping`` points at
   it, or for a device node at the block device inode's ``i_data``, which is
   scanned from the bdev superblock: walking ``i_data`` sees every mapping
@@ -26,14 +37,16 @@ Where the trees are (include/linux/fs.h, fs/super.c, mm/swap_state.c):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+import struct
+from dataclasses import dataclass, field
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
+                    Tuple)
 
-from ..findings import SEVERITY_RANK
 from ..fmt import size
 from ..layout import Layout
 from ..memory import CrashextError, Memory, UnreadableMemory
 from ..targets import Target
+from .scanout import VERDICT_RANK, Form, TopK, Totals  # noqa: F401
 
 #: Bound on superblocks followed on ``super_blocks``.
 MAX_SUPERBLOCKS = 100_000
@@ -41,8 +54,14 @@ MAX_SUPERBLOCKS = 100_000
 MAX_INODES_PER_SB = 50_000_000
 #: Finding records kept per row (the counts keep every code).
 MAX_FINDINGS_PER_ROW = 32
+#: Explanations kept per row.
+MAX_EXPLANATIONS_PER_ROW = 32
 #: Indices kept per finding record.
 MAX_INDICES = 16
+#: Inodes of one ``s_inodes`` list per unit of work.
+UNIT_ENTRIES = 1000
+#: Swap-cache address_spaces per unit of work.
+UNIT_SPACES = 64
 
 ProgressFn = Callable[[Dict[str, Any]], None]
 
@@ -51,7 +70,11 @@ ProgressFn = Callable[[Dict[str, Any]], None]
 class ScanRow:
     """One tree analysed (``kind`` "inode" or "swap"), or one problem met
     while enumerating (``kind`` "error": ``error`` says what, ``where``
-    names the list)."""
+    names the list).
+
+    A new field is printed by every form (the JSON forms take
+    :meth:`to_dict`, the table :meth:`summary`) and travels from a
+    ``scan -j N`` worker as is."""
 
     kind: str
     verdict: str = "clean"          # clean / suspect / corrupt / error
@@ -81,7 +104,17 @@ class ScanRow:
     live: Dict[str, Any] = field(default_factory=dict)  # Stability, live
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """The row as a dict (its own copies of the containers; what
+        :func:`dataclasses.asdict` gives, 25 times faster: a scan turns
+        every row it prints into one)."""
+        d = dict(self.__dict__)
+        d["counts"] = dict(self.counts)
+        d["codes"] = dict(self.codes)
+        d["findings"] = [_copy(f) for f in self.findings]
+        d["explanations"] = [_copy(e) for e in self.explanations]
+        d["impact"] = _copy(self.impact)
+        d["live"] = _copy(self.live)
+        return d
 
     @property
     def name(self) -> str:
@@ -101,6 +134,28 @@ class ScanRow:
         return "%s: %s%s%s%s" % (self.name, self.verdict,
                                  " (%s)" % codes if codes else "", risk,
                                  wrong)
+
+    def rank_key(self) -> Tuple[Any, ...]:
+        """Most worth a look first: corrupt (data at risk first, then
+        by error count, then warnings), enumeration errors, suspect,
+        clean (data at risk first in each); then by
+        filesystem, device, inode number, and the addresses, so no two
+        trees tie (the order is the same however the scan was split)."""
+        return (VERDICT_RANK.get(self.verdict, 9),
+                not self.impact.get("at_risk"), -self.errors,
+                -self.warnings, self.fs_type, self.s_id,
+                -1 if self.i_ino is None else self.i_ino,
+                self.sb or 0, self.xarray or self.inode or 0,
+                self.where, self.error)
+
+
+def _copy(v: Any) -> Any:
+    """A copy of JSON-like data (dicts, lists, tuples as lists)."""
+    if isinstance(v, dict):
+        return {k: _copy(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_copy(x) for x in v]
+    return v
 
 
 def row_name(row: Dict[str, Any]) -> str:
@@ -132,7 +187,9 @@ def finding_record(f: Any) -> Dict[str, Any]:
 
 
 def row_from_analysis(row: ScanRow, a: Any) -> ScanRow:
-    """Fill ``row`` from an :class:`crashext.analyze.Analysis`."""
+    """Fill ``row`` from an :class:`crashext.analyze.Analysis` (findings
+    and explanations capped: a row's size is bounded, its counts keep
+    every code)."""
     s = a.stats
     row.verdict = a.verdict
     row.counts = {"nodes": s.nodes, "depth": s.depth, "entries": s.entries,
@@ -147,7 +204,10 @@ def row_from_analysis(row: ScanRow, a: Any) -> ScanRow:
     row.findings = [finding_record(f)
                     for f in a.findings[:MAX_FINDINGS_PER_ROW]]
     row.explanations = [{"code": e.code, "lines": list(e.lines),
-                         "data": dict(e.data)} for e in a.explanations]
+                         "data": dict(e.data)}
+                        for e in a.explanations[:MAX_EXPLANATIONS_PER_ROW]]
+    if len(a.explanations) > MAX_EXPLANATIONS_PER_ROW:
+        row.counts["explanations"] = len(a.explanations)
     from ..render.impact import summary_dict
     row.impact = summary_dict(a)
     st = getattr(a, "stability", None)
@@ -162,6 +222,10 @@ def row_from_analysis(row: ScanRow, a: Any) -> ScanRow:
 
 def _u64(buf: bytes, off: int) -> int:
     return int.from_bytes(buf[off:off + 8], "little")
+
+
+#: A ``struct list_head``: next, prev.
+_LINK = struct.Struct("<QQ")
 
 
 def _cstr(mem: Memory, addr: int, size: int = 64) -> str:
@@ -207,50 +271,76 @@ class _Offsets:
 
 
 def _list(mem: Memory, head: int, link_off: int, read_size: int,
-          limit: int) -> Iterator[Any]:
+          limit: int, window: int = 0,
+          start: Optional[Tuple[int, int]] = None, pos: int = 0,
+          stop: Optional[int] = None) -> Iterator[Tuple[str, int, Any]]:
     """Follow a ``list_head`` at ``head`` whose entries embed the link at
-    ``link_off``: yield ``(entry_addr, buf)`` with ``buf`` = ``read_size``
-    bytes of the entry (one read each), then a final ``("error", text)``
-    when the list is broken (unreadable entry, bad ``prev`` back-link,
-    cycle, or longer than ``limit``).
+    ``link_off``.  Yields ``("entry", entry_addr, buf)`` with ``buf`` =
+    ``read_size`` bytes from ``entry_addr + window`` (one read each; the
+    link must be inside), ``("unreadable", entry_addr, reason)`` for an
+    entry whose bytes cannot be read but whose link can (the walk goes
+    on), and a final ``("error", 0, text)`` when the list is broken
+    (unreadable link, bad ``prev`` back-link, cycle, or longer than
+    ``limit``).
+
+    ``start=(prev, cur)`` resumes at the list position of entry number
+    ``pos`` (as the walk from ``head`` reached it: ``cur`` is that
+    entry's link, ``prev`` the link before it); ``stop`` ends the walk
+    before entry number ``stop``.
 
     A cycle that does not pass through ``head`` always breaks a ``prev``
     back-link (some entry is reached from a node that is not its ``prev``),
     so checking ``next->prev == cur`` finds it in O(1) memory."""
-    try:
-        first = mem.read_u64(head)
-    except UnreadableMemory as e:
-        yield ("error", "list head 0x%x unreadable (%s)" % (head, e.reason
-                                                             or "read failed"))
-        return
-    prev, cur, n = head, first, 0
-    while cur != head:
-        if not cur or cur & 7:
-            yield ("error", "bad list pointer 0x%x after 0x%x" % (cur, prev))
+    if start is None:
+        try:
+            first = mem.read_u64(head)
+        except UnreadableMemory as e:
+            yield ("error", 0, "list head 0x%x unreadable (%s)"
+                   % (head, e.reason or "read failed"))
             return
-        n += 1
-        if n > limit:
-            yield ("error", "list at 0x%x longer than %d: cycle?"
+        prev, cur = head, first
+    else:
+        prev, cur = start
+    n = pos
+    lo = link_off - window
+    read, unpack_link = mem.read, _LINK.unpack_from
+    while cur != head:
+        if stop is not None and n >= stop:
+            return
+        if not cur or cur & 7:
+            yield ("error", 0, "bad list pointer 0x%x after 0x%x"
+                   % (cur, prev))
+            return
+        if n >= limit:
+            yield ("error", 0, "list at 0x%x longer than %d: cycle?"
                    % (head, limit))
             return
         ent = cur - link_off
+        n += 1
         try:
-            buf = mem.read(ent, read_size)
+            buf = read(ent + window, read_size)
+            nxt, back = unpack_link(buf, lo)
+            kind = "entry"
         except UnreadableMemory as e:
-            yield ("error", "entry 0x%x unreadable (%s)"
-                   % (ent, e.reason or "read failed"))
-            return
-        nxt, back = _u64(buf, link_off), _u64(buf, link_off + 8)
+            buf = e.reason or "read failed"
+            kind = "unreadable"
+            try:
+                nxt, back = unpack_link(mem.read(cur, 16), 0)
+            except UnreadableMemory as e2:
+                yield ("error", 0, "entry 0x%x unreadable (%s)"
+                       % (ent, e2.reason or "read failed"))
+                return
         if back != prev:
-            yield ("error", "list entry 0x%x: prev 0x%x, reached from 0x%x "
-                   "(broken list or cycle)" % (ent, back, prev))
+            yield ("error", 0, "list entry 0x%x: prev 0x%x, reached from "
+                   "0x%x (broken list or cycle)" % (ent, back, prev))
             return
-        yield (ent, buf)
+        yield (kind, ent, buf)
         prev, cur = cur, nxt
 
 
 def _list_again(mem: Memory, head: int, link_off: int, read_size: int,
-                limit: int, restarts: int = 5) -> Iterator[Any]:
+                limit: int, restarts: int = 5
+                ) -> Iterator[Tuple[str, int, Any]]:
     """:func:`_list` on a live kernel: a list changes under a reader
     without its lock (an inode evicted, inode_sb_list_del() in
     fs/inode.c), so a broken walk restarts from the head, skipping the
@@ -260,16 +350,381 @@ def _list_again(mem: Memory, head: int, link_off: int, read_size: int,
     err = ""
     for _ in range(restarts + 1):
         err = ""
-        for ent, buf in _list(mem, head, link_off, read_size, limit):
-            if ent == "error":
-                err = buf
+        for kind, ent, x in _list(mem, head, link_off, read_size, limit):
+            if kind == "error":
+                err = x
                 break
             if ent not in done:
                 done.add(ent)
-                yield ent, buf
+                yield kind, ent, x
         if not err:
             return
-    yield ("error", "%s (changed %d times while read)" % (err, restarts))
+    yield ("error", 0, "%s (changed %d times while read)" % (err, restarts))
+
+
+# ----------------------------------------------------------------------
+# The plan
+
+
+@dataclass
+class Unit:
+    """One piece of a scan, numbered ``n`` in scan order.
+
+    * ``kind="inodes"``: ``entries`` inodes of one superblock's
+      ``s_inodes`` list (``sb``: the :func:`superblocks` dict), from list
+      position ``start`` = ``(prev, cur)`` of entry number ``pos``; the
+      last unit of a list (``last``) follows it to its end, where the
+      list may turn out to be broken;
+    * ``kind="swap"``: ``entries`` address_spaces of swap type
+      ``swap_type`` from index ``pos`` of the array at ``base``;
+    * ``kind="error"``: a problem met while planning (``row``).
+    """
+
+    n: int
+    kind: str
+    entries: int = 0
+    sb: Optional[Dict[str, Any]] = None
+    start: Optional[Tuple[int, int]] = None
+    pos: int = 0
+    last: bool = True
+    swap_type: int = 0
+    base: int = 0
+    row: Optional[ScanRow] = None
+
+    def where(self) -> str:
+        """Where the unit is, for a message."""
+        if self.kind == "inodes" and self.sb:
+            return "%s %s s_inodes entries %d-%d" % (
+                self.sb.get("fs_type"), self.sb.get("s_id"), self.pos,
+                self.pos + max(self.entries, 1) - 1)
+        if self.kind == "swap":
+            return "swapper_spaces[%d][%d-%d]" % (
+                self.swap_type, self.pos, self.pos + self.entries - 1)
+        return self.row.where if self.row is not None else "scan"
+
+
+@dataclass
+class ScanPlan:
+    """Every unit of a scan, in order, and how many list entries
+    (inodes and swap-cache spaces) they hold: the progress total."""
+
+    units: List[Unit]
+    entries: int = 0
+
+    def fingerprint(self) -> Tuple[int, int, int]:
+        """Equal for equal plans (``scan -j N`` checks its processes
+        planned alike)."""
+        h = 0
+        for u in self.units:
+            s = u.start or (0, 0)
+            h = (h * 31 + s[0] + 7 * s[1] + 13 * u.entries + u.pos
+                 + 17 * u.base) & ((1 << 64) - 1)
+        return (len(self.units), self.entries, h)
+
+
+class Scanner:
+    """Plans and reads the scan of one dump (one per process).  Same
+    options as :func:`scan`."""
+
+    def __init__(self, mem: Memory, swap: bool = True,
+                 include_empty: bool = False,
+                 fs_types: Optional[Iterable[str]] = None,
+                 max_nodes: Optional[int] = None,
+                 unit_entries: int = UNIT_ENTRIES,
+                 unit_spaces: int = UNIT_SPACES, memmap: Any = "auto",
+                 slab_nodes: Optional[Dict[int, list]] = None) -> None:
+        from ..analyze import layout_for
+        self.mem = mem
+        self.lay = layout_for(mem)
+        self.off = _Offsets(mem, self.lay)
+        self.swap = swap
+        self.include_empty = include_empty
+        self.want = set(fs_types) if fs_types else None
+        self.max_nodes = max_nodes
+        self.memmap = memmap
+        self.slab_nodes = slab_nodes
+        live = getattr(mem, "live", None)
+        #: A running kernel: its lists change while read, so each is one
+        #: unit, walked from its head (and again from there when it
+        #: breaks: :func:`_list_again`), never cut by a plan walk.
+        self.live = bool(callable(live) and live())
+        self.unit_entries = max(1, unit_entries)
+        self.unit_spaces = max(1, unit_spaces)
+
+    # -- planning ------------------------------------------------------
+
+    def plan(self) -> ScanPlan:
+        """Follow every list (16 bytes an entry) and cut it into units
+        (on a live kernel: one unit a list, not followed here)."""
+        units: List[Unit] = []
+        total = 0
+
+        def add(kind: str, **kw: Any) -> Unit:
+            u = Unit(len(units), kind, **kw)
+            units.append(u)
+            return u
+
+        mem, off, K = self.mem, self.off, self.unit_entries
+        want = self.want
+        for sbd in superblocks(mem, self.lay):
+            if "error" in sbd:
+                add("error", row=ScanRow("error", "error",
+                                         error=sbd["error"],
+                                         where="super_blocks"))
+                break
+            if want is not None and sbd["fs_type"] not in want:
+                continue
+            if self.live:
+                add("inodes", sb=sbd)
+                continue
+            head = sbd["inodes_head"]
+            cur_unit: Optional[Unit] = None
+            prev_link, n = head, 0
+            for kind, ent, _x in _list(mem, head, off.i_sb_list, 16,
+                                       MAX_INODES_PER_SB,
+                                       window=off.i_sb_list):
+                if kind != "entry":       # "error": the list ends here
+                    if cur_unit is None:
+                        add("inodes", sb=sbd, pos=n)
+                    break
+                link = ent + off.i_sb_list
+                if n % K == 0:
+                    if cur_unit is not None:
+                        cur_unit.last = False
+                    cur_unit = add("inodes", sb=sbd, pos=n,
+                                   start=(prev_link, link) if n else None)
+                cur_unit.entries += 1
+                prev_link = link
+                n += 1
+            total += n
+        if self.swap and (want is None or "swap" in want):
+            total += self._plan_swap(add)
+        return ScanPlan(units, total)
+
+    def _plan_swap(self, add: Callable[..., Unit]) -> int:
+        """Units of the swap cache trees (``swapper_spaces[type][0..nr)``),
+        when the kernel has them and swap is on."""
+        mem = self.mem
+        spaces = mem.symbol("swapper_spaces")
+        nrs = mem.symbol("nr_swapper_spaces")
+        if spaces is None or nrs is None:
+            return 0
+        # Only types 0..nr_swapfiles-1 were ever set up (mm/swapfile.c
+        # alloc_swap_info()); reading past them would read other globals.
+        nsf = mem.symbol("nr_swapfiles")
+        try:
+            n_types = (int.from_bytes(mem.read(nsf, 4), "little")
+                       if nsf is not None else 1)
+        except UnreadableMemory as e:
+            add("error", row=ScanRow("error", "error", error=str(e),
+                                     where="nr_swapfiles"))
+            return 0
+        if n_types <= 0:
+            return 0
+        if n_types > 64:
+            add("error", row=ScanRow(
+                "error", "error", where="nr_swapfiles",
+                error="nr_swapfiles = %d: implausible" % n_types))
+            return 0
+        if not mem.struct_size("struct address_space"):
+            return 0
+        try:
+            ptrs = mem.read(spaces, 8 * n_types)
+            counts = mem.read(nrs, 4 * n_types)
+        except UnreadableMemory as e:
+            add("error", row=ScanRow("error", "error", error=str(e),
+                                     where="swapper_spaces"))
+            return 0
+        total = 0
+        for t in range(n_types):
+            base = _u64(ptrs, 8 * t)
+            nr = int.from_bytes(counts[4 * t:4 * t + 4], "little")
+            if not base or not nr:
+                continue
+            if nr > 1 << 20:
+                add("error", row=ScanRow(
+                    "error", "error", where="swapper_spaces[%d]" % t,
+                    error="nr_swapper_spaces[%d] = %d: implausible"
+                    % (t, nr)))
+                continue
+            for i in range(0, nr, self.unit_spaces):
+                add("swap", swap_type=t, base=base, pos=i,
+                    entries=min(self.unit_spaces, nr - i))
+            total += nr
+        return total
+
+    # -- reading -------------------------------------------------------
+
+    def trees(self, unit: Unit) -> Iterator[ScanRow]:
+        """The unit's trees as unanalysed rows (``counts`` holds only
+        ``head``, the raw ``xa_head``), and its ``kind="error"`` rows."""
+        if unit.kind == "error":
+            if unit.row is not None:
+                yield unit.row
+            return
+        if unit.kind == "swap":
+            yield from self._swap_trees(unit)
+            return
+        mem, lay, off = self.mem, self.lay, self.off
+        sbd = unit.sb or {}
+        common = dict(sb=sbd.get("sb"), fs_type=sbd.get("fs_type", ""),
+                      s_id=sbd.get("s_id", ""))
+        where = "%s %s s_inodes" % (common["fs_type"], common["s_id"])
+        if self.live:
+            walk = _list_again(mem, sbd["inodes_head"], off.i_sb_list,
+                               off.inode_read, MAX_INODES_PER_SB)
+        else:
+            walk = _list(mem, sbd["inodes_head"], off.i_sb_list,
+                         off.inode_read, MAX_INODES_PER_SB,
+                         start=unit.start, pos=unit.pos,
+                         stop=None if unit.last else unit.pos + unit.entries)
+        for kind, ino, buf in walk:
+            if kind == "error":
+                yield ScanRow("error", "error", error=buf, where=where,
+                              **common)
+                return
+            if kind == "unreadable":
+                yield ScanRow("error", "error", inode=ino, where=where,
+                              error="inode 0x%x unreadable (%s)"
+                              % (ino, buf), **common)
+                continue
+            mapping = ino + lay.inode_i_data
+            nrpages = _u64(buf, lay.inode_i_data + lay.as_nrpages)
+            xa_head = _u64(buf, lay.inode_i_data + lay.as_i_pages
+                           + lay.xa_head)
+            if not nrpages and not xa_head and not self.include_empty:
+                continue
+            yield ScanRow("inode", inode=ino,
+                          i_ino=_u64(buf, lay.inode_i_ino),
+                          i_mapping=_u64(buf, lay.inode_i_mapping),
+                          mapping=mapping, xarray=mapping + lay.as_i_pages,
+                          nrpages=nrpages, counts={"head": xa_head},
+                          i_size=_u64(buf, lay.inode_i_size), **common)
+
+    def _swap_trees(self, unit: Unit) -> Iterator[ScanRow]:
+        mem, lay = self.mem, self.lay
+        as_size = mem.struct_size("struct address_space") or 0
+        t = unit.swap_type
+        end = unit.pos + unit.entries
+        for i in range(unit.pos, end):
+            m = unit.base + i * as_size
+            try:
+                hdr = mem.read(m, max(lay.as_nrpages + 8,
+                                      lay.as_i_pages + lay.xa_head + 8))
+            except UnreadableMemory as e:
+                yield ScanRow("error", "error", where="swapper_spaces[%d][%d]"
+                              % (t, i), error="%s (spaces %d-%d not read)"
+                              % (e, i, end - 1))
+                return
+            nrpages = _u64(hdr, lay.as_nrpages)
+            head = _u64(hdr, lay.as_i_pages + lay.xa_head)
+            if not nrpages and not head and not self.include_empty:
+                continue
+            yield ScanRow("swap", swap_type=t, i_ino=i, mapping=m,
+                          xarray=m + lay.as_i_pages, nrpages=nrpages,
+                          fs_type="swap", s_id="swap%d" % t,
+                          counts={"head": head})
+
+    def rows(self, unit: Unit) -> Iterator[ScanRow]:
+        """The unit's rows, each tree analysed (see :func:`scan`)."""
+        for row, _alt in self._rows(unit, False):
+            yield row
+
+    def _rows(self, unit: Unit, alternatives: bool
+              ) -> Iterator[Tuple[ScanRow, Optional[ScanRow]]]:
+        """``(row, alternative)``: with ``alternatives``, a tree whose
+        analysis walked the memory map on its own ("auto": nrpages not
+        accounted for) also comes as it reads when this dump's automatic
+        walks are used up (see :meth:`segments`); else None."""
+        mem = self.mem
+        for row in self.trees(unit):
+            if row.kind == "error":
+                yield row, None
+                continue
+            head = row.counts.pop("head", 0)
+            if not row.nrpages and not head:
+                yield row, None
+                continue
+            before = _auto_walks(mem)
+            row = self._analyse(row)
+            alt = None
+            if alternatives and _auto_walks(mem) > before:
+                from ..analyze import AUTO_MEMMAP_WALKS
+                after = _auto_walks(mem)
+                mem._crashext_memmap_walks = AUTO_MEMMAP_WALKS  # type: ignore
+                try:
+                    alt = self._analyse(_fresh(row))
+                finally:
+                    mem._crashext_memmap_walks = after  # type: ignore
+            yield row, alt
+
+    def _analyse(self, row: ScanRow) -> ScanRow:
+        row = _analyze_row(self.mem, row, row_target(row), self.max_nodes,
+                           self.memmap, self.slab_nodes)
+        if row.kind == "inode" and row.verdict != "clean":
+            row.path = _path_of(self.mem, row.inode)
+        return row
+
+    def batch(self, unit: Unit, form: Form) -> Tuple[Any, Totals]:
+        """The unit's rows as ``form`` keeps them (its pieces, packed:
+        :meth:`Form.pack`) and their totals: what a ``scan -j N`` worker
+        sends, and what one process writes (so both print the same)."""
+        totals = Totals()
+        pieces: List[Any] = []
+        for row in self.rows(unit):
+            totals.add(row)
+            if form.wants(row):
+                pieces.append(form.piece(row))
+        return form.pack(pieces), totals
+
+    def segments(self, unit: Unit, form: Form) -> List[Tuple[Any, ...]]:
+        """:meth:`batch` for a ``scan -j N`` worker: ``("rows", packed,
+        totals)`` runs, and for each tree whose analysis walked the memory
+        map automatically, ``("choice", walked, not_walked)`` (each a
+        ``(packed, totals)`` of that one row).
+
+        One process gives the first ``AUTO_MEMMAP_WALKS`` such trees of
+        the dump (in scan order) a walk and the rest a note.  A worker
+        gives its own first ones a walk, which covers every one of the
+        dump's first (a worker sees its units in scan order), and the
+        parent picks, in scan order, the walked form for the first
+        ``AUTO_MEMMAP_WALKS`` choices and the other one after: the
+        output of one process."""
+        segs: List[Tuple[Any, ...]] = []
+        totals, pieces = Totals(), []          # type: Totals, List[Any]
+
+        def one(r: ScanRow) -> Tuple[Any, Totals]:
+            t = Totals()
+            t.add(r)
+            return form.pack([form.piece(r)] if form.wants(r) else []), t
+        for row, alt in self._rows(unit, True):
+            if alt is None:
+                totals.add(row)
+                if form.wants(row):
+                    pieces.append(form.piece(row))
+                continue
+            segs.append(("rows", form.pack(pieces), totals))
+            totals, pieces = Totals(), []
+            segs.append(("choice", one(row), one(alt)))
+        segs.append(("rows", form.pack(pieces), totals))
+        return segs
+
+
+def _auto_walks(mem: Memory) -> int:
+    """Automatic memory map walks made on ``mem`` so far (the counter of
+    :func:`crashext.analyze._impact`)."""
+    return getattr(mem, "_crashext_memmap_walks", 0)
+
+
+#: The fields :meth:`Scanner.trees` fills (what a tree is, before its
+#: analysis): a field set there is listed here.
+_TREE_FIELDS = ("kind", "inode", "i_ino", "i_mapping", "mapping", "xarray",
+                "sb", "fs_type", "s_id", "nrpages", "i_size", "swap_type")
+
+
+def _fresh(row: ScanRow) -> ScanRow:
+    """The unanalysed row of an analysed one (its tree fields only)."""
+    return ScanRow(**{k: getattr(row, k) for k in _TREE_FIELDS})
 
 
 # ----------------------------------------------------------------------
@@ -309,10 +764,12 @@ def superblocks(mem: Memory, lay: Optional[Layout] = None
     if head is None:
         yield {"error": "no symbol super_blocks"}
         return
-    for sb, buf in _list(mem, head, off.sb_list, off.sb_read,
-                         MAX_SUPERBLOCKS):
-        if sb == "error":
-            yield {"error": "super_blocks: " + buf}
+    for kind, sb, buf in _list(mem, head, off.sb_list, off.sb_read,
+                               MAX_SUPERBLOCKS):
+        if kind != "entry":
+            yield {"error": "super_blocks: " + (
+                buf if kind == "error" else
+                "superblock 0x%x unreadable (%s)" % (sb, buf))}
             return
         s_id = buf[off.sb_id:off.sb_id + off.sb_id_size].split(b"\0", 1)[0]
         st = _u64(buf, off.sb_type)
@@ -334,58 +791,30 @@ def iter_trees(mem: Memory, progress: Optional[ProgressFn] = None,
     """Every page-cache tree of the dump as an unanalysed :class:`ScanRow`
     (``verdict`` "clean"; ``counts`` holds only ``head``, the raw
     ``xa_head``), plus ``kind="error"`` rows for lists that could not be
-    followed.  Reads one ``struct inode`` per inode and nothing else.
+    followed.  Reads the list links, then one ``struct inode`` per inode.
     Same arguments as :func:`scan`."""
-    from ..analyze import layout_for
-    lay = layout_for(mem)
-    off = _Offsets(mem, lay)
-    want = set(fs_types) if fs_types else None
-    n_inodes = n_trees = 0
-    live = getattr(mem, "live", None)
-    walk_list = _list_again if callable(live) and live() else _list
-    for sbd in superblocks(mem, lay):
-        if "error" in sbd:
-            yield ScanRow("error", "error", error=sbd["error"],
-                          where="super_blocks")
-            break
-        if want is not None and sbd["fs_type"] not in want:
-            continue
-        sb = sbd["sb"]
-        common = dict(sb=sb, fs_type=sbd["fs_type"], s_id=sbd["s_id"])
-        for ino, buf in walk_list(mem, sbd["inodes_head"], off.i_sb_list,
-                                  off.inode_read, MAX_INODES_PER_SB):
-            if ino == "error":
-                yield ScanRow("error", "error", error=buf,
-                              where="%s %s s_inodes" % (sbd["fs_type"],
-                                                         sbd["s_id"]),
-                              **common)
-                break
-            n_inodes += 1
-            if progress and n_inodes % 10000 == 0:
-                progress(dict(common, inodes=n_inodes, trees=n_trees,
-                              done=False))
-            mapping = ino + lay.inode_i_data
-            nrpages = _u64(buf, lay.inode_i_data + lay.as_nrpages)
-            xa_head = _u64(buf, lay.inode_i_data + lay.as_i_pages
-                           + lay.xa_head)
-            if not nrpages and not xa_head and not include_empty:
-                continue
-            n_trees += 1
-            yield ScanRow("inode", inode=ino,
-                          i_ino=_u64(buf, lay.inode_i_ino),
-                          i_mapping=_u64(buf, lay.inode_i_mapping),
-                          mapping=mapping, xarray=mapping + lay.as_i_pages,
-                          nrpages=nrpages, counts={"head": xa_head},
-                          i_size=_u64(buf, lay.inode_i_size), **common)
-        if progress:
-            progress(dict(common, inodes=n_inodes, trees=n_trees,
-                          done=False))
-    if swap and (want is None or "swap" in want):
-        for row in scan_swap(mem, lay, include_empty):
-            n_trees += row.kind == "swap"
-            yield row
+    sc = Scanner(mem, swap, include_empty, fs_types)
+    yield from _run(sc, sc.trees, progress)
+
+
+def _run(sc: Scanner, rows: Callable[[Unit], Iterator[ScanRow]],
+         progress: Optional[ProgressFn]) -> Iterator[ScanRow]:
+    plan = sc.plan()
+    done = trees = 0
     if progress:
-        progress({"inodes": n_inodes, "trees": n_trees, "done": True})
+        progress({"inodes": 0, "total": plan.entries, "trees": 0,
+                  "done": False})
+    for unit in plan.units:
+        for row in rows(unit):
+            trees += row.kind != "error"
+            yield row
+        done += unit.entries
+        if progress:
+            progress({"inodes": done, "total": plan.entries,
+                      "trees": trees, "done": False})
+    if progress:
+        progress({"inodes": done, "total": plan.entries, "trees": trees,
+                  "done": True})
 
 
 def row_target(row: ScanRow) -> Target:
@@ -411,35 +840,25 @@ def scan(mem: Memory, progress: Optional[ProgressFn] = None,
          ) -> Iterator[ScanRow]:
     """Analyse every page-cache tree in the dump; yield one
     :class:`ScanRow` per tree (and one ``kind="error"`` row per list that
-    could not be followed to its end).
+    could not be followed to its end, or inode that could not be read).
 
     Mappings with ``nrpages == 0`` and an empty ``xa_head`` are skipped
     after reading only the inode (``include_empty=True`` yields a clean
     row for them too).  ``fs_types`` limits the scan to those filesystem
     type names ("swap" names the swap cache).  ``progress`` is called with
-    a dict (``sb``, ``fs_type``, ``s_id``, ``inodes``, ``trees``, ``done``)
-    after each superblock and every 10,000 inodes.  Raises
-    :class:`CrashextError` only when the debug info lacks the structs
-    (wrong vmlinux).
+    a dict (``inodes`` done, ``total`` inodes and swap spaces planned,
+    ``trees``, ``done``) once planned, after each unit of work and at the
+    end.  Raises :class:`CrashextError` only when the debug info lacks the
+    structs (wrong vmlinux).
 
     ``memmap`` ("auto"): walk the memory map for a tree whose nrpages the
     tree does not account for (False: never); ``slab_nodes``: the slab
     walk's node headers by ``array`` (cut-off subtrees), None: not
     searched.  See :func:`crashext.analyze.analyze`.
     """
-    for row in iter_trees(mem, progress, swap, include_empty, fs_types):
-        if row.kind == "error":
-            yield row
-            continue
-        head = row.counts.pop("head", 0)
-        if not row.nrpages and not head:
-            yield row
-            continue
-        row = _analyze_row(mem, row, row_target(row), max_nodes, memmap,
-                           slab_nodes)
-        if row.kind == "inode" and row.verdict != "clean":
-            row.path = _path_of(mem, row.inode)
-        yield row
+    sc = Scanner(mem, swap, include_empty, fs_types, max_nodes,
+                 memmap=memmap, slab_nodes=slab_nodes)
+    yield from _run(sc, sc.rows, progress)
 
 
 def _path_of(mem: Memory, inode: Optional[int]) -> str:
@@ -455,128 +874,98 @@ def _path_of(mem: Memory, inode: Optional[int]) -> str:
         return ""
 
 
-def scan_swap(mem: Memory, lay: Optional[Layout] = None,
-              include_empty: bool = False) -> Iterator[ScanRow]:
-    """The swap cache trees (``swapper_spaces[type][0..nr)``), when the
-    kernel has them and swap is on; nothing otherwise.  Rows are not
-    analysed (see :func:`scan`)."""
-    if lay is None:
-        from ..analyze import layout_for
-        lay = layout_for(mem)
-    spaces = mem.symbol("swapper_spaces")
-    nrs = mem.symbol("nr_swapper_spaces")
-    if spaces is None or nrs is None:
-        return
-    # Only types 0..nr_swapfiles-1 were ever set up (mm/swapfile.c
-    # alloc_swap_info()); reading past them would read other globals.
-    nsf = mem.symbol("nr_swapfiles")
+# ----------------------------------------------------------------------
+# One process's scan, as the output forms take it
+
+
+def slab_walk(mem: Memory
+              ) -> Tuple[Dict[str, Any], Optional[Dict[int, list]]]:
+    """The radix_tree_node slab walk (:func:`crashext.triage.slab.
+    walk_slab`), made before the trees are analysed: what the scan prints
+    of it (``SlabReport.to_dict()``, or ``{"error": ...}`` when the debug
+    info lacks what it needs) and its node headers by ``array``, so each
+    tree counts its cut-off nodes in its nrpages (None when the slab
+    could not be walked: not searched)."""
+    from .slab import walk_slab
     try:
-        n_types = (int.from_bytes(mem.read(nsf, 4), "little")
-                   if nsf is not None else 1)
-    except UnreadableMemory as e:
-        yield ScanRow("error", "error", error=str(e), where="nr_swapfiles")
-        return
-    if n_types <= 0:
-        return
-    if n_types > 64:
-        yield ScanRow("error", "error", where="nr_swapfiles",
-                      error="nr_swapfiles = %d: implausible" % n_types)
-        return
-    as_size = mem.struct_size("struct address_space") or 0
-    if not as_size:
-        return
-    try:
-        ptrs = mem.read(spaces, 8 * n_types)
-        counts = mem.read(nrs, 4 * n_types)
-    except UnreadableMemory as e:
-        yield ScanRow("error", "error", error=str(e), where="swapper_spaces")
-        return
-    for t in range(n_types):
-        base = _u64(ptrs, 8 * t)
-        nr = int.from_bytes(counts[4 * t:4 * t + 4], "little")
-        if not base or not nr:
-            continue
-        if nr > 1 << 20:
-            yield ScanRow("error", "error", where="swapper_spaces[%d]" % t,
-                          error="nr_swapper_spaces[%d] = %d: implausible"
-                          % (t, nr))
-            continue
-        for i in range(nr):
-            m = base + i * as_size
-            try:
-                hdr = mem.read(m, max(lay.as_nrpages + 8,
-                                      lay.as_i_pages + lay.xa_head + 8))
-            except UnreadableMemory as e:
-                yield ScanRow("error", "error", error=str(e),
-                              where="swapper_spaces[%d][%d]" % (t, i))
-                break
-            nrpages = _u64(hdr, lay.as_nrpages)
-            head = _u64(hdr, lay.as_i_pages + lay.xa_head)
-            if not nrpages and not head and not include_empty:
-                continue
-            yield ScanRow("swap", swap_type=t, i_ino=i, mapping=m,
-                          xarray=m + lay.as_i_pages, nrpages=nrpages,
-                          fs_type="swap", s_id="swap%d" % t,
-                          counts={"head": head})
+        rep = walk_slab(mem)
+    except CrashextError as e:
+        return {"error": " ".join(str(e).split())}, None
+    by_array: Dict[int, list] = {}
+    for n in rep.nodes.values():
+        by_array.setdefault(n.array, []).append(n)
+    return rep.to_dict(), by_array
+
+
+class LocalScan:
+    """The scan in this process, unit by unit, as ``(packed pieces,
+    totals)`` batches of ``form`` (:meth:`Scanner.batch`); after the last batch,
+    ``slab`` holds :func:`slab_walk`'s result when asked for (the walk
+    comes first: the trees count their cut-off nodes).  ``progress`` as
+    for :func:`scan`.  :class:`crashext.triage.scanjobs.ParallelScan` is
+    the same over N processes."""
+
+    def __init__(self, mem: Memory, form: Form,
+                 progress: Optional[ProgressFn] = None, slab: bool = False,
+                 **opts: Any) -> None:
+        self.mem, self.form, self.progress = mem, form, progress
+        self.want_slab = slab
+        self.opts = opts
+        self.slab: Optional[Dict[str, Any]] = None
+
+    def __iter__(self) -> Iterator[Tuple[Any, Totals]]:
+        opts = dict(self.opts)
+        if self.want_slab:
+            self.slab, opts["slab_nodes"] = slab_walk(self.mem)
+        sc = Scanner(self.mem, **opts)
+        plan = sc.plan()
+        progress = self.progress
+        done = trees = 0
+        if progress:
+            progress({"inodes": 0, "total": plan.entries, "trees": 0,
+                      "done": False})
+        for unit in plan.units:
+            pieces, totals = sc.batch(unit, self.form)
+            done += unit.entries
+            trees += totals.rows
+            if progress:
+                progress({"inodes": done, "total": plan.entries,
+                          "trees": trees, "done": False})
+            yield pieces, totals
+        if progress:
+            progress({"inodes": done, "total": plan.entries,
+                      "trees": trees, "done": True})
 
 
 # ----------------------------------------------------------------------
 # Ranking
 
-VERDICT_RANK = {"corrupt": 0, "error": 1, "suspect": 2, "clean": 3}
-
 
 def rank(rows: Iterable[ScanRow], limit: Optional[int] = None,
          include_clean: bool = False) -> List[ScanRow]:
-    """Rows most worth a look first: corrupt (data at risk first, then by
-    error count, then warnings), then enumeration errors, then suspect;
-    clean rows only with ``include_clean``.  Only the kept rows are held
-    in memory."""
-    kept = [r for r in rows if include_clean or r.verdict != "clean"]
-    # Data at risk first (dirty data lost or misplaced), within a verdict.
-    kept.sort(key=lambda r: (VERDICT_RANK.get(r.verdict, 9),
-                             not r.impact.get("at_risk"), -r.errors,
-                             -r.warnings, r.fs_type, r.s_id,
-                             r.i_ino if r.i_ino is not None else -1))
-    return kept[:limit] if limit else kept
+    """Rows most worth a look first (:meth:`ScanRow.rank_key`); clean
+    rows only with ``include_clean``.  With ``limit``, only that many
+    are kept while ``rows`` stream by (a :class:`TopK` heap)."""
+    kept = (r for r in rows if include_clean or r.verdict != "clean")
+    if limit:
+        top = TopK(limit)
+        for r in kept:
+            top.push(r.rank_key(), r)
+        return top.items()
+    return sorted(kept, key=ScanRow.rank_key)
 
 
 def summarize(rows: Iterable[ScanRow], top: int = 50) -> Dict[str, Any]:
     """Stream ``rows`` into a ranked summary dict: totals by verdict, by
-    filesystem and by finding code, and the ``top`` worst rows (as dicts).
-    Clean rows are counted, not kept."""
-    by_verdict: Dict[str, int] = {}
-    by_fs: Dict[str, Dict[str, int]] = {}
-    by_code: Dict[str, int] = {}
-    pages = 0
-    bad: List[ScanRow] = []
-    n = 0
+    filesystem and by finding code, and the ``top`` worst rows (as dicts,
+    from a :class:`TopK` heap).  Clean rows are counted, not kept."""
+    totals = Totals()
+    worst = TopK(max(1, top))
     for r in rows:
-        n += 1
-        by_verdict[r.verdict] = by_verdict.get(r.verdict, 0) + 1
-        fs = by_fs.setdefault(r.fs_type or r.kind, {})
-        fs[r.verdict] = fs.get(r.verdict, 0) + 1
-        pages += r.counts.get("pages", 0)
-        for c, k in r.codes.items():
-            by_code[c] = by_code.get(c, 0) + k
+        totals.add(r)
         if r.verdict != "clean":
-            bad.append(r)
-            if len(bad) > 4 * top + 100:      # keep memory bounded
-                bad = rank(bad, limit=top)
-    ranked = rank(bad, limit=top)
-    worst = "clean"
-    for v in ("corrupt", "error", "suspect"):
-        if by_verdict.get(v):
-            worst = v
-            break
-    return {"rows": n, "verdict": worst, "by_verdict": by_verdict,
-            "by_fs": by_fs, "pages": pages,
-            "codes": dict(sorted(by_code.items(),
-                                 key=lambda kv: (SEVERITY_RANK.get(
-                                     _sev(kv[0]), 9), -kv[1], kv[0]))),
-            "top": [r.to_dict() for r in ranked]}
-
-
-def _sev(code: str) -> str:
-    from ..findings import CODES
-    return CODES.get(code, ("error", ""))[0]
+            worst.push(r.rank_key(), r)
+    return {"rows": totals.rows, "verdict": totals.verdict,
+            "by_verdict": totals.by_verdict, "by_fs": totals.by_fs,
+            "pages": totals.pages, "codes": totals.sorted_codes(),
+            "top": [r.to_dict() for r in worst.items()] if top > 0 else []}
