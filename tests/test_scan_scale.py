@@ -29,8 +29,9 @@ from crashext.triage.scan import (LocalScan, Scanner, rank, scan,
 from crashext.triage.scanout import Form, SortedSpool, TopK
 
 from conftest import ROOT, lab_dump, open_lab
+from tests.lab import labdumps
 
-LAB_FAMILIES = ["6.1", "6.12"]
+LAB_FAMILIES = list(labdumps.FAMILIES)
 
 
 def _cli(*args, env=None, stdin=None, stderr=subprocess.PIPE):
@@ -168,6 +169,43 @@ def test_an_unreadable_inode_is_one_error_row_and_the_list_goes_on():
         in errs[0].error
     want = {r.inode for r in scan(mem, fs_types=["xfs"])} - {ino}
     assert {r.inode for r in rows if r.kind == "inode"} == want
+
+
+class _Swapfiles(MemoryView):
+    """``nr_swapfiles`` read as ``n`` (the lab guests have no swap)."""
+
+    def __init__(self, base, n):
+        self.base = base
+        self.addr = base.symbol("nr_swapfiles")
+        self.n = n
+
+    def read(self, addr, size):
+        data = self.base.read(addr, size)
+        if addr == self.addr and size == 4:
+            return self.n.to_bytes(4, "little")
+        return data
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("family", LAB_FAMILIES)
+def test_a_swap_cache_it_cannot_read_is_said(family):
+    """Kernels whose swap cache is no XArray (swap tables, 6.18+: no
+    swapper_spaces) get one error row naming it when swap is set up, and
+    nothing when it is not; kernels with swapper_spaces scan it."""
+    m, mem = open_lab(family)
+    assert mem.symbol("nr_swapfiles") is not None
+    tables = mem.symbol("swapper_spaces") is None
+    assert tables == (family == "7.3")          # 7.3: swap tables
+    none = [r for r in scan(mem, fs_types=["swap"])]
+    assert none == []                           # no swap in the guest
+    rows = list(scan(_Swapfiles(mem, 1), fs_types=["swap"]))
+    if tables:
+        assert [r.kind for r in rows] == ["error"]
+        assert rows[0].where == "swap cache"
+        assert "not checked" in rows[0].error \
+            and "1 swap file(s)" in rows[0].error
+    else:
+        assert all(r.kind != "error" for r in rows), rows
 
 
 # ----------------------------------------------------------------------

@@ -507,8 +507,6 @@ class Scanner:
         mem = self.mem
         spaces = mem.symbol("swapper_spaces")
         nrs = mem.symbol("nr_swapper_spaces")
-        if spaces is None or nrs is None:
-            return 0
         # Only types 0..nr_swapfiles-1 were ever set up (mm/swapfile.c
         # alloc_swap_info()); reading past them would read other globals.
         nsf = mem.symbol("nr_swapfiles")
@@ -520,6 +518,15 @@ class Scanner:
                                      where="nr_swapfiles"))
             return 0
         if n_types <= 0:
+            return 0
+        if spaces is None or nrs is None:
+            # 6.18+ keeps the swap cache in per-cluster swap tables
+            # (mm/swap_table.h), not in XArrays: say it was not checked.
+            add("error", row=ScanRow(
+                "error", "error", where="swap cache",
+                error="not checked: this kernel has no swapper_spaces "
+                "(swap cache in swap tables, not XArrays); %d swap "
+                "file(s) set up" % n_types))
             return 0
         if n_types > 64:
             add("error", row=ScanRow(
