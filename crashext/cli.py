@@ -140,12 +140,26 @@ class _ClickReporter(frontdoor.Reporter):
         _fail(msg)
 
 
+def _reader_left() -> None:
+    """stdout's reader went away: say nothing more (what is still
+    buffered, and the interpreter's own flush at exit, go nowhere)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):
+        return                          # not a real file (tests)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def _guarded(debug: bool, body: Callable[[], int]) -> int:
     """Run ``body``; a CrashextError or any other error becomes one
     ``crashext: error:`` line and EXIT_FAILED (a traceback only with
     --debug)."""
     try:
         return body()
+    except BrokenPipeError:            # the reader left (crashext ... | head)
+        _reader_left()
     except CrashextError as e:
         _fail(str(e))
     except Exception as e:             # never a traceback for a user
@@ -436,8 +450,7 @@ def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean, top,
         _fail("interrupted")
         status = EXIT_FAILED
     except _ReaderLeft:                 # the reader left (| head): quiet
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _reader_left()
         status = EXIT_FAILED
     finally:
         prog.close()

@@ -146,3 +146,4 @@ def test_triage_draws_the_worst_tree_and_the_report_shows_it(tmp_path):
     _run(["triage", path, "-o", str(out2), "-d", debug, "-j", "1",
           "--engine", "inline", "--no-slab", "--no-png"])
     assert list(out2.glob("p-*.png")) == []
+
