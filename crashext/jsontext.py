@@ -86,6 +86,18 @@ def _encode(obj: Any, indent: Optional[str], item_sep: str, key_sep: str,
     parts: List[str] = []
     add = parts.append
 
+    def open_(opener: str, closer: str, level: int) -> Tuple[str, str]:
+        """Write a non-empty container's opening; return (item
+        separator, closing text) at this nesting ``level``."""
+        if level > 900:
+            raise ValueError("document nested too deeply")
+        if indent is None:
+            add(opener)
+            return item_sep, closer
+        pad = "\n" + indent * (level + 1)
+        add(opener + pad)
+        return item_sep + pad, "\n" + indent * level + closer
+
     def enc(o: Any, level: int) -> None:
         if isinstance(o, str):
             add(_string(o))
@@ -103,15 +115,7 @@ def _encode(obj: Any, indent: Optional[str], item_sep: str, key_sep: str,
             if not o:
                 add("[]")
                 return
-            if level > 900:
-                raise ValueError("document nested too deeply")
-            if indent is None:
-                sep, close = item_sep, "]"
-                add("[")
-            else:
-                pad = "\n" + indent * (level + 1)
-                sep, close = item_sep + pad, "\n" + indent * level + "]"
-                add("[" + pad)
+            sep, close = open_("[", "]", level)
             first = True
             for v in o:
                 if not first:
@@ -123,20 +127,12 @@ def _encode(obj: Any, indent: Optional[str], item_sep: str, key_sep: str,
             if not o:
                 add("{}")
                 return
-            if level > 900:
-                raise ValueError("document nested too deeply")
             items = [(_key(k, allow_nan), v) for k, v in o.items()]
             if sort_keys:
                 # json sorts the original keys; for the str keys crashext
                 # writes that is the same order.
                 items.sort(key=lambda kv: kv[0])
-            if indent is None:
-                sep, close = item_sep, "}"
-                add("{")
-            else:
-                pad = "\n" + indent * (level + 1)
-                sep, close = item_sep + pad, "\n" + indent * level + "}"
-                add("{" + pad)
+            sep, close = open_("{", "}", level)
             first = True
             for k, v in items:
                 if not first:
