@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install crashext with its test dependencies, make real lab vmcores
 # (Debian 6.1, 6.12 and 7.3 kernels under QEMU, ../shared/lab: one --quick
-# boot each), run the live lab once (a running 6.1 kernel,
-# ../shared/lab/live: tests/live/run_live.sh) and run every test.
+# boot each, and one 6.1 boot with 10000 small cached files), run the
+# live lab once (a running 6.1 kernel, ../shared/lab/live:
+# tests/live/run_live.sh) and run every test.
 # Usage: bash tests/run_all.sh [pytest args]
 #   CRASHEXT_NO_LAB=1     skip making lab dumps and the live lab (lab tests
 #                         then skip)
@@ -80,6 +81,12 @@ if [ "${CRASHEXT_NO_LAB:-0}" != 1 ]; then
 				boot "vmcore $k" "lab-$k.log" --quick --kernel "$k"
 			fi
 		done
+		# 10000 small cached files (6.1): scan output that does not fit
+		# in a pipe, for the scale tests (tests/test_scan_scale.py).
+		case " $KERNELS " in *" 6.1 "*)
+			boot "manyfiles 6.1" lab-6.1-many.log --quick --kernel 6.1 \
+				--manyfiles 10000 ;;
+		esac
 		for k in $PANIC; do
 			boot "panic vmcore $k" "lab-$k-panic.log" --quick --kernel "$k" --panic
 		done

@@ -19,11 +19,14 @@ for cmd in ("xa check --live -f json xarray:%s" % xa,
            "live": bool(prog.flags & __import__("drgn").ProgramFlags.IS_LIVE)}  # noqa: F821
     try:
         d = json.loads(out.getvalue())
-        if "verdict" in d:
+        if str(d.get("format", "")).startswith("crashext.scan/"):
+            # a scan document has a verdict too, but rows, not findings
+            rec.update(verdict=d.get("verdict"),
+                       by_verdict=d.get("by_verdict"))
+        else:
             rec.update(verdict=d["verdict"], live_judgement=d.get("live"),
                        codes=sorted({f["code"] for f in d["findings"]}))
-        else:
-            rec.update(by_verdict=d.get("by_verdict"))
-    except ValueError:
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
         rec["stdout"] = out.getvalue()[-500:]
+        rec["unread"] = "%s: %s" % (type(e).__name__, e)
     print("RESULT " + json.dumps(rec, sort_keys=True), flush=True)
