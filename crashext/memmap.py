@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
+                    Tuple)
 
 from .folio import FolioRec, read_folios
 from .layout import Layout
@@ -99,12 +100,30 @@ def memmap_bounds(mem: Memory, lay: Layout) -> Tuple[int, int]:
     return start, start + max_pfn * lay.page_size
 
 
-def _chunks(mem: Memory, start: int, end: int, step: int, unit: int,
-            res: MemmapResult):
-    """``(address, bytes)`` of the struct page array in ``step`` runs;
-    a run that cannot be read is retried in sixteenths down to
-    :data:`MIN_PIECE`, and what still fails is counted as unreadable.
-    ``step`` and the pieces are whole struct pages (``unit`` bytes)."""
+@dataclass
+class RunTally:
+    """What :func:`struct_page_runs` read and could not read (bytes)."""
+
+    bytes_read: int = 0
+    unreadable: int = 0
+    reads: int = 0
+
+
+def struct_page_runs(mem: Memory, start: int, end: int, step: int,
+                     unit: int, tally: Any) -> Iterator[Tuple[int, bytes]]:
+    """``(address, bytes)`` of the struct page array ``[start, end)`` in
+    ``step`` runs, one memory read a run; a run that cannot be read (a
+    hole, pages makedumpfile excluded) is retried in sixteenths down to
+    :data:`MIN_PIECE`, and what still fails is added to
+    ``tally.unreadable`` (``tally``: a :class:`RunTally` or a result with
+    the same counters).  ``step`` and the pieces are whole struct pages
+    (``unit`` bytes).  The memory map walk here and the slab walk
+    (crashext.triage.slab) both read vmemmap through this.
+
+    >>> t = RunTally()
+    >>> for addr, buf in struct_page_runs(mem, a, a + 64 * 4096, 4096 * 64,
+    ...                                   64, t): ...
+    """
     todo = [(a, min(a + step, end)) for a in range(start, end, step)]
     todo.reverse()
     while todo:
@@ -118,10 +137,10 @@ def _chunks(mem: Memory, start: int, end: int, step: int, unit: int,
                 todo.extend(reversed([(x, min(x + piece, b))
                                       for x in range(a, b, piece)]))
             else:
-                res.unreadable += b - a
+                tally.unreadable += b - a
             continue
-        res.reads += 1
-        res.bytes_read += b - a
+        tally.reads += 1
+        tally.bytes_read += b - a
         yield a, buf
 
 
@@ -151,7 +170,7 @@ def find_folios(mem: Memory, lay: Layout, mappings: Iterable[int],
                       + b"))") if len(keys) > FIND_KEYS else None)
     heads: Dict[int, List[int]] = {m: [] for m in want}
     done = 0
-    for a, buf in _chunks(mem, start, end, step, ps, res):
+    for a, buf in struct_page_runs(mem, start, end, step, ps, res):
         if pat is None:
             hits = []
             for key, m in keys:

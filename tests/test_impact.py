@@ -73,6 +73,20 @@ def case(family, name):
     return next(c for c in truth["cases"] if c["case"] == name)
 
 
+def clean_dump(family):
+    """(manifest, DrgnMemory, Layout, scenarios.Ctx) of the clean ELF
+    dump of ``family``, for tests that patch it in memory."""
+    from crashext.analyze import layout_for
+    from crashext.backends.drgn import DrgnMemory
+    from tests.lab import scenarios as S
+    m = lab_manifest(family)
+    if m is None:
+        pytest.skip("no lab run for %s" % family)
+    mem = DrgnMemory.open(labdumps.dump_path(m, "elf"),
+                          labdumps.vmlinux_path(m))
+    return m, mem, layout_for(mem), S.Ctx(m, S.program_for(m))
+
+
 def covered(ranges, kinds, lo, hi):
     """Indices in [lo, hi) covered by ranges of ``kinds``."""
     out = set()
@@ -450,16 +464,9 @@ def test_folio_past_eof(family):
     the last folio, and that folio - only it - is cached past EOF.  Not on
     tmpfs (fallocate KEEP_SIZE keeps such folios), not for a locked folio
     (a write in flight)."""
-    from crashext.analyze import analyze, layout_for
-    from crashext.backends.drgn import DrgnMemory
+    from crashext.analyze import analyze
     from patched_memory import PatchedMemory
-    from tests.lab import scenarios as S
-    m = lab_manifest(family)
-    if m is None:
-        pytest.skip("no lab run for %s" % family)
-    mem = DrgnMemory.open(labdumps.dump_path(m, "elf"), labdumps.vmlinux_path(m))
-    lay = layout_for(mem)
-    ctx = S.Ctx(m, S.program_for(m))
+    m, mem, lay, ctx = clean_dump(family)
     for path, expect in (("/mnt/xfs/big64", True), ("/mnt/thp/thp16", False)):
         f = labdumps.file_entry(m, path)
         last = max(ctx.tree(f).folio_slots())           # highest index
@@ -491,16 +498,10 @@ def test_node_under_two_trees(family):
     big64's folios over that slot's range (foreign), and finds its own
     folios of that range in the memory map.  A node whose ->array alone
     names another tree is told apart: that tree does not hold it."""
-    from crashext.analyze import analyze, layout_for
-    from crashext.backends.drgn import DrgnMemory
+    from crashext.analyze import analyze
     from patched_memory import PatchedMemory
     from tests.lab import scenarios as S
-    m = lab_manifest(family)
-    if m is None:
-        pytest.skip("no lab run for %s" % family)
-    mem = DrgnMemory.open(labdumps.dump_path(m, "elf"), labdumps.vmlinux_path(m))
-    lay = layout_for(mem)
-    ctx = S.Ctx(m, S.program_for(m))
+    m, mem, lay, ctx = clean_dump(family)
     fa = labdumps.file_entry(m, "/mnt/xfs/big64")
     fb = labdumps.file_entry(m, "/mnt/xfs/dirty32")
     ta, tb = ctx.tree(fa), ctx.tree(fb)

@@ -71,13 +71,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from ..findings import Finding
 from ..layout import Layout
+from ..memmap import RunTally, struct_page_runs
 from ..memory import CrashextError, Memory, UnreadableMemory
 from ..xarray import entry as E
 
 #: Bytes of vmemmap read at once.
 VMEMMAP_CHUNK = 1 << 20
-#: Smallest piece retried when a chunk is unreadable.
-VMEMMAP_MIN = 4096
 #: Bound on findings kept (counts keep everything).
 MAX_FINDINGS = 1000
 
@@ -579,25 +578,11 @@ def iter_slabs(mem: Memory, sl: "_Slub", rep: SlabReport,
     start = sl.vmemmap
     end = sl.vmemmap + sl.max_pfn * ps
     chunk = VMEMMAP_CHUNK - VMEMMAP_CHUNK % ps
-    unreadable = 0
-    todo = [(a, min(a + chunk, end)) for a in range(start, end, chunk)]
-    todo.reverse()
+    tally = RunTally()
     done = 0
-    while todo:
-        a, b = todo.pop()
-        try:
-            buf = mem.read(a, b - a)
-        except UnreadableMemory:
-            if b - a > VMEMMAP_MIN:
-                step = max(VMEMMAP_MIN - VMEMMAP_MIN % ps,
-                           ((b - a) // 16) - ((b - a) // 16) % ps)
-                todo.extend(reversed([(x, min(x + step, b))
-                                      for x in range(a, b, step)]))
-            else:
-                unreadable += b - a
-            continue
-        done += b - a
-        if progress and done % (64 << 20) < (b - a):
+    for a, buf in struct_page_runs(mem, start, end, chunk, ps, tally):
+        done += len(buf)
+        if progress and done % (64 << 20) < len(buf):
             progress({"stage": "vmemmap", "bytes": done,
                       "total": end - start})
         pos = buf.find(key)
@@ -610,11 +595,11 @@ def iter_slabs(mem: Memory, sl: "_Slub", rep: SlabReport,
                            _u64(buf, o + sl.o_freelist),
                            _u64(buf, o + sl.o_counters))
             pos = buf.find(key, pos + 1)
-    if unreadable:
+    if tally.unreadable:
         rep.complete = False
         rep.notes.append("%d KiB of struct pages unreadable (holes or "
                          "excluded pages): slabs there not seen"
-                         % (unreadable >> 10))
+                         % (tally.unreadable >> 10))
     rep.stats["vmemmap_bytes"] = end - start
 
 
