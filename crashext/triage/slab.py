@@ -327,6 +327,21 @@ def _percpu_offsets(mem: Memory, rep: SlabReport) -> Optional[List[int]]:
     return rep._pco
 
 
+def _per_cpu(mem: Memory, rep: SlabReport, base: int, size: int,
+             what: str) -> Iterator[Tuple[int, bytes]]:
+    """``(cpu, first size bytes)`` of the per-cpu variable at ``base``
+    (a ``__percpu`` pointer) on every CPU (``per_cpu_ptr()``: base +
+    ``__per_cpu_offset[cpu]``, include/asm-generic/percpu.h); a CPU whose
+    copy cannot be read is one note and makes the report incomplete."""
+    offs = _percpu_offsets(mem, rep)
+    for cpu, off in enumerate(offs or ()):
+        try:
+            yield cpu, mem.read((base + off) & M64, size)
+        except UnreadableMemory:
+            rep.notes.append("%s of cpu %d unreadable" % (what, cpu))
+            rep.complete = False
+
+
 def _cpu_freelists(mem: Memory, sl: _Slub, rep: SlabReport
                    ) -> Dict[int, List[int]]:
     """slab (struct page address) -> lockless freelist heads of the CPUs
@@ -343,17 +358,8 @@ def _cpu_freelists(mem: Memory, sl: _Slub, rep: SlabReport
                          "layout or cpu_slab NULL): CPU slabs' free "
                          "objects may count as allocated")
         return out
-    offs = _percpu_offsets(mem, rep)
-    if offs is None:
-        return out
-    size = max(o_fl, o_slab) + 8
-    for cpu, off in enumerate(offs):
-        c = (sl.cpu_slab + off) & M64
-        try:
-            b = mem.read(c, size)
-        except UnreadableMemory:
-            rep.notes.append("kmem_cache_cpu of cpu %d unreadable" % cpu)
-            continue
+    for _cpu, b in _per_cpu(mem, rep, sl.cpu_slab, max(o_fl, o_slab) + 8,
+                            "kmem_cache_cpu"):
         slab, fl = _u64(b, o_slab), _u64(b, o_fl)
         if slab and fl:
             out.setdefault(slab, []).append(fl)
@@ -438,17 +444,10 @@ def _sheaf_objects(mem: Memory, sl: _Slub, rep: SlabReport
 
     barns: List[Tuple[int, str]] = []
     o_pcs_barn = mem.member_offset(P, "barn")       # 6.18 layout
-    offs = _percpu_offsets(mem, rep)
-    if sl.cpu_sheaves and offs is not None:
+    if sl.cpu_sheaves:
         size = max([o for _m, o in pcs_members] + [o_pcs_barn or 0]) + 8
-        for cpu, off in enumerate(offs):
-            a = (sl.cpu_sheaves + off) & M64
-            try:
-                b = mem.read(a, size)
-            except UnreadableMemory:
-                rep.notes.append("cpu %d sheaves unreadable" % cpu)
-                rep.complete = False
-                continue
+        for cpu, b in _per_cpu(mem, rep, sl.cpu_sheaves, size,
+                               "slub_percpu_sheaves"):
             for m, o in pcs_members:
                 sheaf(_u64(b, o), "cpu%d %s" % (cpu, m))
             if o_pcs_barn is not None and _u64(b, o_pcs_barn):
