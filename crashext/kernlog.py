@@ -220,15 +220,19 @@ def task_info(mem: Memory, task: int) -> Optional[TaskInfo]:
 def thread_size(mem: Memory) -> Optional[int]:
     """THREAD_SIZE: ``sizeof(union thread_union)`` when the debug info
     has the type, else the size of the init task's stack, which the
-    linker script lays out as ``__start_init_task`` .. ``__end_init_task``
-    (include/asm-generic/vmlinux.lds.h INIT_TASK_DATA)."""
+    linker script lays out (include/asm-generic/vmlinux.lds.h
+    INIT_TASK_DATA) as ``__start_init_task`` .. ``__end_init_task`` up
+    to 6.x (6.1, 6.12 here) and ``__start_init_stack`` ..
+    ``__end_init_stack`` in newer kernels (7.3 here)."""
     n = mem.struct_size("union thread_union")
     if n:
         return n
-    a, b = mem.symbol("__start_init_task"), mem.symbol("__end_init_task")
-    if a is None or b is None or not 0 < b - a <= 1 << 20:
-        return None
-    return b - a
+    for lo, hi in (("__start_init_task", "__end_init_task"),
+                   ("__start_init_stack", "__end_init_stack")):
+        a, b = mem.symbol(lo), mem.symbol(hi)
+        if a is not None and b is not None and 0 < b - a <= 1 << 20:
+            return b - a
+    return None
 
 
 def stack_words(mem: Memory, t: TaskInfo) -> List[int]:

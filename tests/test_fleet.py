@@ -214,6 +214,46 @@ def test_printk_ring_buffer_reads_as_drgn_does(family):
         assert p["site"] == "unknown_nmi_error" and not p["pagecache"]
 
 
+@pytest.mark.parametrize("family", _panic_families())
+def test_crashing_task_holding_the_corrupted_tree_is_related(family):
+    """A real panic dump with the seed corruption patched into a file's
+    tree: the idle task that panicked holds no pointer into it (not
+    related); the same with that file's ``address_space`` pointer in a
+    spare word of the panicking task's real stack (where a page-cache
+    function's frame would keep it): related, with the word as the
+    evidence."""
+    _need(family)
+    import copy
+    from crashext import kernlog
+    from crashext.triage import worker
+    from patched_memory import lab_seed
+    case = lab_seed(family)
+    if case is None:
+        pytest.skip("no seed-shaped node in %s" % family)
+    pm = case.mem
+    res = {"seconds": {}}
+    worker._analyse(pm, res, {"slab": False})
+    assert res["panic"]["line"] == lab_manifest(family)["panic"]["line"]
+    res["primary"] = bucket.primary(res)
+    row = res["primary"]["row"]
+    assert row["path"].endswith(case.path) and row["verdict"] == "corrupt"
+    before = copy.deepcopy(res)
+    worker._relation(pm, before)
+    ct = before["primary"]["crashing_task"]
+    assert ct["related"] is False and ct["evidence"] == [], ct
+    t = kernlog.cpu_task(pm, res["panic"]["panic_cpu"])
+    words = kernlog.stack_words(pm, t)
+    # x86_64 THREAD_SIZE = PAGE_SIZE << 2 without KASAN
+    # (arch/x86/include/asm/page_64_types.h), read whole
+    assert t.stack_size == 16384 and len(words) == 2048
+    spare = next(k for k in range(1, len(words)) if words[k] == 0)
+    pm.patch_u64(t.stack + 8 * spare, row["mapping"])
+    worker._relation(pm, res)
+    ct = res["primary"]["crashing_task"]
+    assert ct["related"] is True and ct["evidence"] == [
+        "stack holds 0x%x (inode)" % row["mapping"]], ct
+
+
 # ----------------------------------------------------------------------
 # the whole run
 
