@@ -69,8 +69,12 @@ def run_dir(family: str) -> Optional[Path]:
     """Directory of the latest run of ``family`` ("6.1", "6.12",
     "6.12-kaslr", or an exact release directory name), resolved through the
     family symlink; None when absent."""
-    if "-" not in family and os.environ.get("CRASHEXT_LAB_KASLR") == "1":
-        k = run_dir(family + "-kaslr")          # KASLR runs preferred
+    if "-kaslr" not in family and os.environ.get("CRASHEXT_LAB_KASLR") == "1":
+        # KASLR runs preferred: "6.1" -> "6.1-kaslr", "6.1-panic" ->
+        # "6.1-kaslr-panic" (mkdump.sh names runs
+        # <family>[-kaslr][-big<SIZE>][-many<N>][-panic])
+        base, _, rest = family.partition("-")
+        k = run_dir(base + "-kaslr" + ("-" + rest if rest else ""))
         if k is not None and (k / "manifest.json").is_file():
             return k
     d = lab_dir() / family
@@ -78,7 +82,7 @@ def run_dir(family: str) -> Optional[Path]:
         return d.resolve()
     # A family run with a big file ("6.1-big256M") also holds every
     # standard test file: use the newest one when the plain link is absent.
-    if "-" not in family:
+    if "-" not in family or family.endswith("-kaslr"):
         cands = sorted(lab_dir().glob(family + "-big*"),
                        key=lambda p: p.stat().st_mtime, reverse=True)
         for c in cands:
