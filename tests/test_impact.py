@@ -257,6 +257,27 @@ def test_cut_off_node_found_in_slab(family, name):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_triage_walks_the_slab_before_the_trees(family):
+    """``crashext triage``'s analysis of one dump: the slab walk comes
+    first, so the cut-off leaf's tree row names the cut-off node in its
+    nrpages reconciliation, as ``scan --slab`` does."""
+    from crashext.triage import worker
+    truth, mem, _prog, nodes = planted(family)
+    if not isinstance(nodes, list):
+        pytest.skip("slab walk unavailable on %s: %s" % (family, nodes))
+    c = case(family, "cutoff_leaf")
+    cut = c["impact"]["cutoff"]
+    res = {"seconds": {}}
+    worker._analyse(mem, res, {"slab": True, "top": 1000})
+    assert "error" not in res["slab"]
+    [row] = [r for r in res["scan"]["top"] if r.get("path") == c["file"]]
+    assert ("+ %d in cut-off node %s (was slot %d of node %s)"
+            % (cut["pages"], cut["node"], cut["offset"], cut["parent"])
+            ) in row["impact"]["nrpages"]
+    assert row["impact"]["unexplained"] == 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_shared_node_told_completely(family):
     c = case(family, "shared_node")
     sh = c["impact"]["shared"]

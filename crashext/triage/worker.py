@@ -137,24 +137,23 @@ def _open(job: Dict[str, Any], res: Dict[str, Any]) -> Any:
 
 
 def _analyse(mem: Any, res: Dict[str, Any], job: Dict[str, Any]) -> None:
-    from ..memory import CrashextError
-    from .scan import scan, summarize
-    from .slab import walk_slab
+    from .scan import scan, slab_walk, summarize
     secs = res["seconds"]
+    verdicts = []
+    nodes = None
+    if job.get("slab", True):
+        # The slab walk first, as `crashext scan --slab` does: each tree
+        # then counts the subtrees cut off it in its nrpages.
+        t = time.time()
+        res["slab"], nodes = slab_walk(mem)
+        if "error" not in res["slab"]:
+            verdicts.append(res["slab"]["verdict"])
+        secs["slab"] = round(time.time() - t, 3)
     t = time.time()
-    s = summarize(scan(mem), top=job.get("top", 200))
+    s = summarize(scan(mem, slab_nodes=nodes), top=job.get("top", 200))
     secs["scan"] = round(time.time() - t, 3)
     res["scan"] = s
-    verdicts = [s["verdict"]]
-    if job.get("slab", True):
-        t = time.time()
-        try:
-            rep = walk_slab(mem)
-            res["slab"] = rep.to_dict()
-            verdicts.append(rep.verdict)
-        except CrashextError as e:
-            res["slab"] = {"error": _one_line(e)}
-        secs["slab"] = round(time.time() - t, 3)
+    verdicts.insert(0, s["verdict"])
     order = ("corrupt", "error", "suspect", "clean")
     res["verdict"] = min(verdicts, key=lambda v: order.index(v)
                          if v in order else 9)
