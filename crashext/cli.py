@@ -52,20 +52,22 @@ def open_memory(vmcore: Optional[str], vmlinux: Optional[str],
         if vmcore and not is_kcore(vmcore):
             raise CrashextError("--live reads the running kernel "
                                 "(/proc/kcore): give no --vmcore %s" % vmcore)
-        try:
-            from .backends.drgn import DrgnMemory
-        except ImportError:
-            raise CrashextError("drgn is not installed: pip install drgn")
-        return DrgnMemory.open_live(vmlinux)
+        return _drgn_memory().open_live(vmlinux)
     check_sources(vmcore, vmlinux, snapshot, whole_dump)
     if snapshot:
         from .backends.snapshot import SnapshotMemory
         return SnapshotMemory.load(snapshot)
+    return _drgn_memory().open(vmcore, vmlinux)
+
+
+def _drgn_memory() -> type:
+    """crashext.backends.drgn.DrgnMemory, or one error line when drgn is
+    not installed."""
     try:
         from .backends.drgn import DrgnMemory
     except ImportError:
         raise CrashextError("drgn is not installed: pip install drgn")
-    return DrgnMemory.open(vmcore, vmlinux)
+    return DrgnMemory
 
 
 def check_sources(vmcore: Optional[str], vmlinux: Optional[str],
@@ -323,10 +325,6 @@ def crashrc(mpykdump, wrapper, crash_bin, shell):
     sys.exit(EXIT_CLEAN)
 
 
-class _ReaderLeft(BaseException):
-    """stdout's reader went away (``crashext scan ... | head``)."""
-
-
 @main.command()
 @source_options
 @click.option("--format", "-f", "fmt", default=None,
@@ -385,12 +383,6 @@ def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean, top,
     budgeted = bool(max_seconds or max_cpu_seconds or cpu_percent is not None
                     or nice is not None)
 
-    def body() -> int:
-        try:
-            return run()
-        except BrokenPipeError:
-            raise _ReaderLeft()
-
     def run() -> int:
         if jobs > 1:
             return run_parallel()
@@ -428,10 +420,7 @@ def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean, top,
         # Check the sources here (one error line, no worker started);
         # each worker opens the dump itself.
         check_sources(vmcore, vmlinux, snapshot, whole_dump="scan")
-        try:
-            from .backends.drgn import DrgnMemory  # noqa: F401
-        except ImportError:
-            raise CrashextError("drgn is not installed: pip install drgn")
+        _drgn_memory()
         import functools
         from .triage.scanjobs import ParallelScan
         from .triage.scanout import Form
@@ -444,13 +433,10 @@ def scan(vmcore, vmlinux, snapshot, debug, live, fmt, include_clean, top,
         return frontdoor.scan(None, rep, form, include_clean, fs_types,
                               top=top, source=source)
     try:
-        status = _guarded(debug, body)
+        status = _guarded(debug, run)     # a reader that leaves: quiet
     except KeyboardInterrupt:           # workers end with their parent
         prog.close()
         _fail("interrupted")
-        status = EXIT_FAILED
-    except _ReaderLeft:                 # the reader left (| head): quiet
-        _reader_left()
         status = EXIT_FAILED
     finally:
         prog.close()

@@ -22,8 +22,7 @@ from typing import Any, Callable, Dict, Iterable, Optional
 
 from ..memory import Memory
 from . import scan as S
-
-FORMAT = "crashext.scan-lines/1"
+from .scanout import LINES_FORMAT as FORMAT
 
 
 @dataclass

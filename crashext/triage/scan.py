@@ -699,11 +699,6 @@ class Scanner:
         output of one process."""
         segs: List[Tuple[Any, ...]] = []
         totals, pieces = Totals(), []          # type: Totals, List[Any]
-
-        def one(r: ScanRow) -> Tuple[Any, Totals]:
-            t = Totals()
-            t.add(r)
-            return form.pack([form.piece(r)] if form.wants(r) else []), t
         for row, alt in self._rows(unit, True):
             if alt is None:
                 totals.add(row)
@@ -712,7 +707,7 @@ class Scanner:
                 continue
             segs.append(("rows", form.pack(pieces), totals))
             totals, pieces = Totals(), []
-            segs.append(("choice", one(row), one(alt)))
+            segs.append(("choice", form.one(row), form.one(alt)))
         segs.append(("rows", form.pack(pieces), totals))
         return segs
 
@@ -804,24 +799,27 @@ def iter_trees(mem: Memory, progress: Optional[ProgressFn] = None,
     yield from _run(sc, sc.trees, progress)
 
 
+def report_progress(progress: Optional[ProgressFn], done: int, total: int,
+                    trees: int, finished: bool = False) -> None:
+    """Call ``progress`` (when given) with the scan's progress dict:
+    ``inodes`` done of ``total`` planned, ``trees`` so far, ``done``."""
+    if progress:
+        progress({"inodes": done, "total": total, "trees": trees,
+                  "done": finished})
+
+
 def _run(sc: Scanner, rows: Callable[[Unit], Iterator[ScanRow]],
          progress: Optional[ProgressFn]) -> Iterator[ScanRow]:
     plan = sc.plan()
     done = trees = 0
-    if progress:
-        progress({"inodes": 0, "total": plan.entries, "trees": 0,
-                  "done": False})
+    report_progress(progress, 0, plan.entries, 0)
     for unit in plan.units:
         for row in rows(unit):
             trees += row.kind != "error"
             yield row
         done += unit.entries
-        if progress:
-            progress({"inodes": done, "total": plan.entries,
-                      "trees": trees, "done": False})
-    if progress:
-        progress({"inodes": done, "total": plan.entries, "trees": trees,
-                  "done": True})
+        report_progress(progress, done, plan.entries, trees)
+    report_progress(progress, done, plan.entries, trees, True)
 
 
 def row_target(row: ScanRow) -> Target:
@@ -928,20 +926,14 @@ class LocalScan:
         plan = sc.plan()
         progress = self.progress
         done = trees = 0
-        if progress:
-            progress({"inodes": 0, "total": plan.entries, "trees": 0,
-                      "done": False})
+        report_progress(progress, 0, plan.entries, 0)
         for unit in plan.units:
             pieces, totals = sc.batch(unit, self.form)
             done += unit.entries
             trees += totals.rows
-            if progress:
-                progress({"inodes": done, "total": plan.entries,
-                          "trees": trees, "done": False})
+            report_progress(progress, done, plan.entries, trees)
             yield pieces, totals
-        if progress:
-            progress({"inodes": done, "total": plan.entries,
-                      "trees": trees, "done": True})
+        report_progress(progress, done, plan.entries, trees, True)
 
 
 # ----------------------------------------------------------------------

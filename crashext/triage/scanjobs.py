@@ -37,7 +37,7 @@ from multiprocessing.connection import wait
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..memory import CrashextError, Memory
-from .scan import ProgressFn, ScanRow, Scanner, slab_walk
+from .scan import ProgressFn, ScanRow, Scanner, report_progress, slab_walk
 from .scanout import Form, Totals
 
 def _worker(wid: int, open_mem: Callable[[], Memory], form: Form,
@@ -152,9 +152,7 @@ class ParallelScan:
                     fp, entries, units = msg[2], msg[3], msg[4]
                     if plan is None:
                         plan = (fp, entries, units)
-                        if progress:
-                            progress({"inodes": 0, "total": entries,
-                                      "trees": 0, "done": False})
+                        report_progress(progress, 0, entries, 0)
                     elif fp != plan[0]:
                         raise CrashextError(
                             "scan -j: the worker processes planned "
@@ -175,9 +173,7 @@ class ParallelScan:
                 for batch in self._resolve(segs):
                     trees += batch[1].rows
                     yield batch
-                if progress:
-                    progress({"inodes": done, "total": plan[1],
-                              "trees": trees, "done": False})
+                report_progress(progress, done, plan[1], trees)
         if plan is None:
             raise CrashextError(fails[0] if fails else
                                 "scan -j: every worker process died "
@@ -200,9 +196,7 @@ class ParallelScan:
         if self.want_slab and self.slab is None:
             self.slab = {"error": "the slab walk's worker process died "
                          "(exit code %s)" % (codes or "?")}
-        if progress:
-            progress({"inodes": done, "total": plan[1], "trees": trees,
-                      "done": True})
+        report_progress(progress, done, plan[1], trees, True)
 
 
     def _resolve(self, segs: List[Tuple[Any, ...]]
@@ -248,9 +242,7 @@ def _lost_unit(where: str, codes: str, form: Form) -> Tuple[Any, Totals]:
     row = ScanRow("error", "error", where=where,
                   error="not scanned: its worker process died (exit code "
                   "%s)" % (codes or "?"))
-    t = Totals()
-    t.add(row)
-    return form.pack([form.piece(row)] if form.wants(row) else []), t
+    return form.one(row)
 
 
 def default_jobs() -> int:

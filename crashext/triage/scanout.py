@@ -281,6 +281,13 @@ class Form:
             return (len(pieces), "".join(p + "\n" for p in pieces))
         return (len(pieces), ",\n    ".join(pieces))
 
+    def one(self, row: Any) -> Tuple[Any, "Totals"]:
+        """One row on its own: its packed piece (none when not wanted)
+        and its totals."""
+        t = Totals()
+        t.add(row)
+        return self.pack([self.piece(row)] if self.wants(row) else []), t
+
 
 def _indent(text: str, pad: str) -> str:
     """``text`` with every line but the first indented by ``pad`` (JSON
