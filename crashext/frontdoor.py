@@ -307,17 +307,18 @@ def scan(mem: Optional[Memory], rep: Reporter, fmt: str = "table",
         source = S.LocalScan(mem, form, progress=progress, slab=slab,
                              fs_types=fs_types or None,
                              memmap="auto" if memmap else False)
+    def new_writer() -> Any:
+        return O.writer(fmt, rep.write, include_clean,
+                        O.DEFAULT_TOP if top is None else top)
     out = None
     totals = O.Totals()
     for pieces, t in source:
         if out is None:     # nothing printed when the source fails first
-            out = O.writer(fmt, rep.write, include_clean,
-                           O.DEFAULT_TOP if top is None else top)
+            out = new_writer()
         totals.merge(t)
         out.put_all(pieces)
     if out is None:
-        out = O.writer(fmt, rep.write, include_clean,
-                       O.DEFAULT_TOP if top is None else top)
+        out = new_writer()
     slab_result = getattr(source, "slab", None)
     out.finish(totals, slab_result)
     findings = bool(totals.by_verdict.get("corrupt")
