@@ -111,18 +111,6 @@ def triage(inputs: Union[PathLike, Iterable[Any]], out_dir: PathLike,
     summaries: List[Optional[Dict[str, Any]]] = [None] * n
     todo = []
     done_count = 0
-    for i, j in enumerate(jobs):
-        prev = None if force else results.load_result(j["out"])
-        if prev is not None and results.is_done(prev, j["dump"],
-                                                retry_errors):
-            summaries[i] = results.summary(prev, j["out"], "skipped")
-            done_count += 1
-            if log:
-                log(_line(done_count, n, summaries[i]))
-            if progress:
-                progress(done_count, n, summaries[i])
-        else:
-            todo.append(i)
 
     def finished(i: int, s: Dict[str, Any]) -> None:
         nonlocal done_count
@@ -134,6 +122,14 @@ def triage(inputs: Union[PathLike, Iterable[Any]], out_dir: PathLike,
             log(_line(done_count, n, s))
         if progress:
             progress(done_count, n, s)
+
+    for i, j in enumerate(jobs):
+        prev = None if force else results.load_result(j["out"])
+        if prev is not None and results.is_done(prev, j["dump"],
+                                                retry_errors):
+            finished(i, results.summary(prev, j["out"], "skipped"))
+        else:
+            todo.append(i)
 
     try:
         if todo:

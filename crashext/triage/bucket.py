@@ -24,14 +24,13 @@ codes).
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import re
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..findings import CODES, SEVERITY_RANK
 from .panic import site_label
+from .results import load_result, result_files
 from .scan import row_name
 
 _SIB = ("SIBLING_TO_NULL", "SIBLING_FORWARD", "SIBLING_TO_SIBLING",
@@ -58,7 +57,6 @@ CONCLUSIONS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
 )
 _RANK = {c[0]: i for i, c in enumerate(CONCLUSIONS)}
 _CODE_ORDER = {c: i for i, c in enumerate(CODES)}
-VERDICTS = ("corrupt", "error", "suspect", "clean")
 #: Examples shown per bucket.
 EXAMPLES = 3
 
@@ -306,19 +304,13 @@ def load_results(src: Union[str, Iterable[Any]]) -> List[Dict[str, Any]]:
     """Result dicts from a directory of result files, a list of file
     paths, or a list of already-loaded dicts."""
     if isinstance(src, (str, os.PathLike)):
-        src = sorted(p for p in glob.glob(os.path.join(os.fspath(src),
-                                                       "*.json"))
-                     if not os.path.basename(p).startswith(".tmp-"))
+        src = result_files(os.fspath(src))
     out = []
     for s in src:
         if isinstance(s, dict):
             out.append(s)
             continue
-        try:
-            with open(s) as f:
-                r = json.load(f)
-        except (OSError, ValueError):
-            continue
+        r = load_result(s)
         if isinstance(r, dict) and "dump" in r and "schema" in r:
             r.setdefault("_result", os.fspath(s))
             out.append(r)

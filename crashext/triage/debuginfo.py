@@ -134,7 +134,7 @@ class Found:
 
 
 def fits(path: str, release: Optional[str], build_id: Optional[str],
-         _cache: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
+         _cache: Dict[str, Optional[str]] = {}
          ) -> Tuple[bool, str]:
     """(does ``path`` fit the dump, why not).  Build IDs decide when both
     sides have one; else the banner release."""
@@ -145,15 +145,13 @@ def fits(path: str, release: Optional[str], build_id: Optional[str],
     except OSError as e:
         return False, "unreadable: %s" % (e.strerror or e)
     if ck not in _cache:
-        _cache[ck] = (elf_build_id(key), None)
-    bid, rel = _cache[ck]
+        _cache[ck] = elf_build_id(key)
+    bid = _cache[ck]
     if build_id and bid:
         if bid == build_id:
             return True, ""
         return False, "build ID %s, dump's %s" % (bid[:12], build_id[:12])
-    if rel is None:
-        rel = vmlinux_release(key)
-        _cache[ck] = (bid, rel)
+    rel = vmlinux_release(key)      # cached there, per file state
     if release and rel and rel != release:
         return False, "release %s" % rel
     if release and not rel:

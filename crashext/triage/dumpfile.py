@@ -31,8 +31,6 @@ import os
 import struct
 from typing import Dict, List, Optional, Tuple
 
-FORMATS = ("elf", "kdump", "flattened")
-
 #: Bytes read from the start of a dump to find VMCOREINFO before looking
 #: at the format's own pointers to it.
 HEAD = 1 << 20

@@ -37,11 +37,10 @@ def crashed(job: Dict[str, Any], why: str) -> Dict[str, Any]:
     have been an out-of-memory kill, not the dump)."""
     from . import results
     from .worker import new_result
-    prev = results.load_result(job["out"])
-    if prev is not None and job.get("run") and prev.get("run") == \
-            job.get("run") and results.is_done(prev, job["dump"]):
+    done = results.done_this_run(job)
+    if done is not None:
         # the worker died after writing: the result stands
-        return results.summary(prev, job["out"], "done")
+        return done
     res = new_result(job)
     res["error"] = why
     results.write_json_atomic(job["out"], res)

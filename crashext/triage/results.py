@@ -97,6 +97,18 @@ def is_done(res: Optional[Dict[str, Any]], dump: str,
             and res.get("dump_mtime") == st["dump_mtime"])
 
 
+def done_this_run(job: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The "done" summary of ``job``'s result when this same run (its
+    ``run`` id) already wrote it complete for the current file, else
+    None (a task run twice leaves one result)."""
+    out = job["out"]
+    prev = load_result(out)
+    if prev is not None and job.get("run") and prev.get("run") == \
+            job.get("run") and is_done(prev, job["dump"]):
+        return summary(prev, out, "done")
+    return None
+
+
 def result_files(out_dir: str) -> List[str]:
     """The result files in ``out_dir`` (temporary files left out)."""
     return sorted(p for p in glob.glob(os.path.join(out_dir, "*.json"))

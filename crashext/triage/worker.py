@@ -69,10 +69,9 @@ def triage_one(job: Dict[str, Any]) -> Dict[str, Any]:
     """Analyse one dump and write its result file; return its summary
     (:func:`crashext.triage.results.summary`)."""
     out = job["out"]
-    prev = results.load_result(out)
-    if prev is not None and job.get("run") and prev.get("run") == \
-            job.get("run") and results.is_done(prev, job["dump"]):
-        return results.summary(prev, out, "done")
+    done = results.done_this_run(job)
+    if done is not None:
+        return done
     t0 = time.time()
     res = new_result(job)
     secs = res["seconds"]
