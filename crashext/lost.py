@@ -62,10 +62,6 @@ class CutOff:
     nodes: int = 0            # nodes walked under it
     problems: int = 0         # unreadable nodes / folios under it
 
-    @property
-    def last(self) -> Optional[int]:
-        return None if self.index is None else self.index + self.span - 1
-
 
 @dataclass
 class LostFolio:
@@ -254,10 +250,6 @@ class Lost:
             why.append("not searched: " + ", ".join(todo))
         return "+ %d unexplained%s" % (rest, " (%s)" % "; ".join(why)
                                        if why else "")
-
-    @property
-    def explained(self) -> bool:
-        return not self.unexplained
 
 
 # ----------------------------------------------------------------------
