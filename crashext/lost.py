@@ -38,7 +38,7 @@ from .findings import WARNING, Finding
 from .folio import FolioRec, folio_state, read_folios
 from .memory import KERNEL_MIN, Memory, UnreadableMemory
 from .xarray import entry as E
-from .xarray.walk import entry_blocks, walk_subtree
+from .xarray.walk import entry_blocks, node_reader, walk_subtree
 
 #: Bound on nodes walked under one cut-off node.
 MAX_CUTOFF_NODES = 100_000
@@ -366,15 +366,11 @@ def _other_tree(mem: Memory, lay: Any, f: Any, node: int,
     and hold the child at ``offset`` (the links ``xas_store()`` keeps)."""
     cshift = lay.chunk_shift
     c = CrossTree(f, node, array, None)
-
-    def hdr(addr: int) -> Tuple[int, int, int, int]:
-        b = mem.read(addr, lay.node_size)
-        return (b[lay.node_shift], b[lay.node_offset],
-                int.from_bytes(b[lay.node_parent:lay.node_parent + 8], "little"),
-                int.from_bytes(b[lay.node_array:lay.node_array + 8], "little"))
+    read = node_reader(lay)     # (shift, offset, count, nr_values, parent,
+    #                             array, slots, marks) of one node read
 
     try:
-        shift, offset, parent, _arr = hdr(node)
+        shift, offset, _, _, parent, _, _, _ = read(mem, node)
         c.holder, c.slot = parent, offset
         c.span = 1 << min(shift + cshift, 64)
         cur, index = node, 0
@@ -385,9 +381,8 @@ def _other_tree(mem: Memory, lay: Any, f: Any, node: int,
                 if not c.reached:
                     c.why = "its xa_head holds another entry"
                 break
-            pshift, poff, pparent, parr = hdr(parent)
-            slot = mem.read_u64(parent + lay.node_slots + 8 * offset) \
-                if offset < lay.chunk_size else None
+            pshift, poff, _, _, pparent, parr, pslots, _ = read(mem, parent)
+            slot = pslots[offset] if offset < lay.chunk_size else None
             if parr != array or pshift != shift + cshift or slot != cur | 2:
                 c.reached = False
                 c.why = ("parent %s names another array" % fmt.hx(parent)
