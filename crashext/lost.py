@@ -325,7 +325,10 @@ def account(a: Any, mem: Optional[Memory], memmap: Any = None,
                 f.address or 0, f.node, f.slots[0] if f.slots else None,
                 f.indices[0] if f.indices else 0,
                 (f.extra or {}).get("span") or 0))
-    walked = {n.addr for n in a.walk.nodes}
+    # Each node walked at its first position (Walk.node_at, one pass).
+    walked: Dict[int, Any] = {}
+    for n in a.walk.nodes:
+        walked.setdefault(n.addr, n)
     if slab_nodes is not None and lay is not None:
         lost.slab = True
         _cutoffs(a, mem, lost, slab_nodes, walked, reached)
@@ -350,7 +353,7 @@ def account(a: Any, mem: Optional[Memory], memmap: Any = None,
                 unreadable=_under(lost.unreadable, f.index),
                 locked="locked" in folio_state(lay, f.flags)))
     lost.folios.sort(key=lambda x: (x.folio.index, x.folio.addr))
-    _shared(a, lost, rows)
+    _shared(a, lost, rows, walked)
     if mem is not None and lay is not None:
         for f in a.findings:
             if f.code == "NODE_ARRAY" and f.node and isinstance(f.found, int) \
@@ -445,9 +448,10 @@ def _under(unreadable: List[Unreadable], index: int) -> Optional[int]:
 
 
 def _cutoffs(a: Any, mem: Optional[Memory], lost: Lost,
-             slab_nodes: Iterable[Any], walked: set,
+             slab_nodes: Iterable[Any], walked: Dict[int, Any],
              reached: Dict[int, List[int]]) -> None:
-    """The tops of the subtrees cut off this tree, walked."""
+    """The tops of the subtrees cut off this tree, walked.  ``walked``:
+    address -> the tree's node there at its first position."""
     lay = a.layout
     xa = a.walk.xarray
     cshift = lay.chunk_shift
@@ -462,7 +466,7 @@ def _cutoffs(a: Any, mem: Optional[Memory], lost: Lost,
         tops = tops[:MAX_CUTOFFS]
     M = a.target.mapping
     for n in tops:
-        p = a.walk.node_at(n.parent) if n.parent else None
+        p = walked.get(n.parent) if n.parent else None
         index: Optional[int] = None
         eshift: Optional[int] = None
         if p is not None and n.offset < lay.chunk_size:
@@ -498,15 +502,17 @@ def _cutoffs(a: Any, mem: Optional[Memory], lost: Lost,
             c.pages += f.nr_pages
 
 
-def _shared(a: Any, lost: Lost, rows: List[Tuple[int, int, int]]) -> None:
-    """A story per NODE_SHARED finding."""
+def _shared(a: Any, lost: Lost, rows: List[Tuple[int, int, int]],
+            walked: Dict[int, Any]) -> None:
+    """A story per NODE_SHARED finding (``walked``: as for
+    :func:`_cutoffs`)."""
     idxs = [r[0] for r in rows]
     get = a.folios.get
     M = a.target.mapping
     for f in a.findings:
         if f.code != "NODE_SHARED":
             continue
-        x = a.walk.node_at(f.address) if f.address else None
+        x = walked.get(f.address) if f.address else None
         ex = f.extra or {}
         first = (ex.get("first_holder") or 0, ex.get("first_slot", -1),
                  ex.get("first_index") or 0)
