@@ -239,6 +239,12 @@ def is_live(mem: Any) -> bool:
         return False
 
 
+def _finding_order(f: Finding) -> Any:
+    """Sort key of a report's findings: severity, first index, code."""
+    return (SEVERITY_RANK.get(f.severity, 9),
+            f.indices[0] if f.indices else -1, f.code)
+
+
 def _analyze(mem: Memory, target: Union[str, Target],
              max_nodes: int, memmap: Any = False,
              slab_nodes: Optional[Any] = None,
@@ -258,8 +264,7 @@ def _analyze(mem: Memory, target: Union[str, Target],
     found: List[Finding] = []
     for _name, check in ALL_CHECKS:
         found.extend(check(ctx))
-    found.sort(key=lambda f: (SEVERITY_RANK.get(f.severity, 9),
-                              f.indices[0] if f.indices else -1, f.code))
+    found.sort(key=_finding_order)
     a = Analysis(target=target, release=lay.release, walk=w, folios=recs,
                  findings=found, explanations=[],
                  stats=_stats(w, recs, ctx.hints),
@@ -318,7 +323,5 @@ def _impact(mem: Memory, a: Analysis, memmap: Any,
         extra = L.findings(imp.lost)
         if extra:
             a.findings.extend(extra)
-            a.findings.sort(key=lambda f: (
-                SEVERITY_RANK.get(f.severity, 9),
-                f.indices[0] if f.indices else -1, f.code))
+            a.findings.sort(key=_finding_order)
     return imp

@@ -29,6 +29,16 @@ def hx(v: Optional[int]) -> str:
     return "-" if v is None else "0x%x" % v
 
 
+def hex_or_none(v: Optional[int]) -> Optional[str]:
+    """``0x...`` for JSON, None kept (JSON null)."""
+    return None if v is None else "0x%x" % v
+
+
+def plural(n: int, word: str) -> str:
+    """``1 page``, ``2 pages``."""
+    return "%d %s%s" % (n, word, "" if n == 1 else "s")
+
+
 def grouped(v: int) -> str:
     """``ffff8880_0a3c4000``: a 64-bit address grouped for reading."""
     s = "%016x" % v

@@ -173,10 +173,6 @@ class Impact:
     def risk_pages(self) -> int:
         return self.pages(self.at_risk)
 
-    @property
-    def empty(self) -> bool:
-        return not self.ranges
-
 
 # ----------------------------------------------------------------------
 # Pieces: what the reader gets, per slot
@@ -185,11 +181,10 @@ class Impact:
 class _Pieces:
     """Collects ``(kind, first, last, attributes)`` pieces."""
 
-    def __init__(self, a: Any, eof: Optional[int]) -> None:
+    def __init__(self, a: Any) -> None:
         self.a = a
         self.lay = a.layout
         self.M = a.target.mapping
-        self.eof = eof
         self.items: List[Tuple[str, int, int, Dict[str, Any]]] = []
         self.other: Dict[int, Optional[int]] = {}
 
@@ -362,7 +357,7 @@ def assess(a: Any, mem: Optional[Memory] = None, memmap: Any = None,
     if t.i_size is not None and 0 <= t.i_size < 1 << 62:
         eof = (t.i_size + (1 << shift) - 1) >> shift
     imp.lost = lost = account(a, mem, memmap, slab_nodes)
-    p = _Pieces(a, eof)
+    p = _Pieces(a)
     if a.findings:
         for n in _nodes_to_view(a):
             p.node(n)

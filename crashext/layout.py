@@ -286,11 +286,6 @@ class Layout:
                 raise bad("%s = %d" % (name, getattr(self, name)))
         return self
 
-    @property
-    def page_bytes(self) -> int:
-        """PAGE_SIZE: bytes of file data per XArray index."""
-        return 1 << self.page_shift
-
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 

@@ -38,7 +38,7 @@ from .findings import WARNING, Finding
 from .folio import FolioRec, folio_state, read_folios
 from .memory import KERNEL_MIN, Memory, UnreadableMemory
 from .xarray import entry as E
-from .xarray.walk import entry_blocks, walk_subtree
+from .xarray.walk import entry_blocks, node_reader, walk_subtree
 
 #: Bound on nodes walked under one cut-off node.
 MAX_CUTOFF_NODES = 100_000
@@ -61,10 +61,6 @@ class CutOff:
     pages: int = 0
     nodes: int = 0            # nodes walked under it
     problems: int = 0         # unreadable nodes / folios under it
-
-    @property
-    def last(self) -> Optional[int]:
-        return None if self.index is None else self.index + self.span - 1
 
 
 @dataclass
@@ -255,10 +251,6 @@ class Lost:
         return "+ %d unexplained%s" % (rest, " (%s)" % "; ".join(why)
                                        if why else "")
 
-    @property
-    def explained(self) -> bool:
-        return not self.unexplained
-
 
 # ----------------------------------------------------------------------
 
@@ -333,7 +325,10 @@ def account(a: Any, mem: Optional[Memory], memmap: Any = None,
                 f.address or 0, f.node, f.slots[0] if f.slots else None,
                 f.indices[0] if f.indices else 0,
                 (f.extra or {}).get("span") or 0))
-    walked = {n.addr for n in a.walk.nodes}
+    # Each node walked at its first position (Walk.node_at, one pass).
+    walked: Dict[int, Any] = {}
+    for n in a.walk.nodes:
+        walked.setdefault(n.addr, n)
     if slab_nodes is not None and lay is not None:
         lost.slab = True
         _cutoffs(a, mem, lost, slab_nodes, walked, reached)
@@ -358,7 +353,7 @@ def account(a: Any, mem: Optional[Memory], memmap: Any = None,
                 unreadable=_under(lost.unreadable, f.index),
                 locked="locked" in folio_state(lay, f.flags)))
     lost.folios.sort(key=lambda x: (x.folio.index, x.folio.addr))
-    _shared(a, lost, rows)
+    _shared(a, lost, rows, walked)
     if mem is not None and lay is not None:
         for f in a.findings:
             if f.code == "NODE_ARRAY" and f.node and isinstance(f.found, int) \
@@ -374,15 +369,11 @@ def _other_tree(mem: Memory, lay: Any, f: Any, node: int,
     and hold the child at ``offset`` (the links ``xas_store()`` keeps)."""
     cshift = lay.chunk_shift
     c = CrossTree(f, node, array, None)
-
-    def hdr(addr: int) -> Tuple[int, int, int, int]:
-        b = mem.read(addr, lay.node_size)
-        return (b[lay.node_shift], b[lay.node_offset],
-                int.from_bytes(b[lay.node_parent:lay.node_parent + 8], "little"),
-                int.from_bytes(b[lay.node_array:lay.node_array + 8], "little"))
+    read = node_reader(lay)     # (shift, offset, count, nr_values, parent,
+    #                             array, slots, marks) of one node read
 
     try:
-        shift, offset, parent, _arr = hdr(node)
+        shift, offset, _, _, parent, _, _, _ = read(mem, node)
         c.holder, c.slot = parent, offset
         c.span = 1 << min(shift + cshift, 64)
         cur, index = node, 0
@@ -393,9 +384,8 @@ def _other_tree(mem: Memory, lay: Any, f: Any, node: int,
                 if not c.reached:
                     c.why = "its xa_head holds another entry"
                 break
-            pshift, poff, pparent, parr = hdr(parent)
-            slot = mem.read_u64(parent + lay.node_slots + 8 * offset) \
-                if offset < lay.chunk_size else None
+            pshift, poff, _, _, pparent, parr, pslots, _ = read(mem, parent)
+            slot = pslots[offset] if offset < lay.chunk_size else None
             if parr != array or pshift != shift + cshift or slot != cur | 2:
                 c.reached = False
                 c.why = ("parent %s names another array" % fmt.hx(parent)
@@ -458,9 +448,10 @@ def _under(unreadable: List[Unreadable], index: int) -> Optional[int]:
 
 
 def _cutoffs(a: Any, mem: Optional[Memory], lost: Lost,
-             slab_nodes: Iterable[Any], walked: set,
+             slab_nodes: Iterable[Any], walked: Dict[int, Any],
              reached: Dict[int, List[int]]) -> None:
-    """The tops of the subtrees cut off this tree, walked."""
+    """The tops of the subtrees cut off this tree, walked.  ``walked``:
+    address -> the tree's node there at its first position."""
     lay = a.layout
     xa = a.walk.xarray
     cshift = lay.chunk_shift
@@ -475,7 +466,7 @@ def _cutoffs(a: Any, mem: Optional[Memory], lost: Lost,
         tops = tops[:MAX_CUTOFFS]
     M = a.target.mapping
     for n in tops:
-        p = a.walk.node_at(n.parent) if n.parent else None
+        p = walked.get(n.parent) if n.parent else None
         index: Optional[int] = None
         eshift: Optional[int] = None
         if p is not None and n.offset < lay.chunk_size:
@@ -511,15 +502,17 @@ def _cutoffs(a: Any, mem: Optional[Memory], lost: Lost,
             c.pages += f.nr_pages
 
 
-def _shared(a: Any, lost: Lost, rows: List[Tuple[int, int, int]]) -> None:
-    """A story per NODE_SHARED finding."""
+def _shared(a: Any, lost: Lost, rows: List[Tuple[int, int, int]],
+            walked: Dict[int, Any]) -> None:
+    """A story per NODE_SHARED finding (``walked``: as for
+    :func:`_cutoffs`)."""
     idxs = [r[0] for r in rows]
     get = a.folios.get
     M = a.target.mapping
     for f in a.findings:
         if f.code != "NODE_SHARED":
             continue
-        x = a.walk.node_at(f.address) if f.address else None
+        x = walked.get(f.address) if f.address else None
         ex = f.extra or {}
         first = (ex.get("first_holder") or 0, ex.get("first_slot", -1),
                  ex.get("first_index") or 0)

@@ -34,17 +34,9 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
         if n.shift != n.eshift:
             yield Finding("NODE_SHIFT", node=n.addr, indices=idx,
                           expected=n.eshift, found=n.shift, shift=n.eshift)
-        if n.visit:
-            # Position-dependent checks only (see the module docstring).
-            if n.holder and n.parent != n.holder:
-                yield Finding("NODE_PARENT", node=n.addr, indices=idx,
-                              expected=n.holder, found=n.parent)
-            if n.holder and n.offset != n.holder_slot:
-                yield Finding("NODE_OFFSET", node=n.addr, indices=idx,
-                              expected=n.holder_slot, found=n.offset)
-            continue
         if n.holder == 0:
-            if n.parent:
+            # (The walk only meets the root at holder 0, and never again.)
+            if n.parent and not n.visit:
                 yield Finding("ROOT_PARENT", node=n.addr, indices=idx,
                               expected=0, found=n.parent)
         else:
@@ -54,6 +46,8 @@ def check(ctx: CheckContext) -> Iterator[Finding]:
             if n.offset != n.holder_slot:
                 yield Finding("NODE_OFFSET", node=n.addr, indices=idx,
                               expected=n.holder_slot, found=n.offset)
+        if n.visit:
+            continue        # position-dependent checks only (docstring)
         if n.array == E.XA_RCU_FREE:
             yield Finding("NODE_FREEING", node=n.addr, indices=idx,
                           expected=xa, found=n.array)

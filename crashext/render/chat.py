@@ -92,10 +92,6 @@ def counts(a: Any) -> Dict[str, int]:
     return c
 
 
-def _plural(n: int, word: str) -> str:
-    return "%d %s%s" % (n, word, "" if n == 1 else "s")
-
-
 def target_subject(a: Any, addr: Callable = fmt.hx) -> str:
     """``inode 131``, ``mapping 0x...`` or ``xarray 0x...``."""
     t = a.target
@@ -120,18 +116,18 @@ def pages_phrase(a: Any) -> str:
 def verdict_summary(a: Any) -> str:
     """What follows the colon of the verdict line."""
     if a.verdict == "clean":
-        return "%s, %s" % (_plural(a.stats.entries, "entry").replace(
+        return "%s, %s" % (fmt.plural(a.stats.entries, "entry").replace(
             "entrys", "entries"), pages_phrase(a))
     if a.verdict == "changing":
         return "not judged, %d walks" % a.stability.walks
     c = counts(a)
     parts = []
     if c[ERROR]:
-        parts.append(_plural(c[ERROR], "error"))
+        parts.append(fmt.plural(c[ERROR], "error"))
     if c[WARNING]:
-        parts.append(_plural(c[WARNING], "warning"))
+        parts.append(fmt.plural(c[WARNING], "warning"))
     if c.get(INFO):
-        parts.append(_plural(c[INFO], "note"))
+        parts.append(fmt.plural(c[INFO], "note"))
     return ", ".join(parts)
 
 
@@ -405,7 +401,7 @@ def group_lines(a: Any, code: str, fs: List[Finding], width: int = WIDTH,
         nodes = {f.node for f in rest if f.node is not None}
         more = "... %d more" % len(rest)
         if nodes:
-            more += " in %s" % _plural(len(nodes), "node")
+            more += " in %s" % fmt.plural(len(nodes), "node")
         if idxs:
             at = " at " + fmt.runs(idxs)
             if len(more) + len(at) > width:
@@ -431,10 +427,10 @@ def _context(a: Any, width: int, addr: Callable,
     if a.release:
         parts.append("kernel %s" % a.release)
     out.extend(fit(parts, width, sep=", "))
-    nums = "%s, depth %d, %s" % (_plural(s.nodes, "node"), s.depth,
-                                 _plural(s.folios, "folio"))
+    nums = "%s, depth %d, %s" % (fmt.plural(s.nodes, "node"), s.depth,
+                                 fmt.plural(s.folios, "folio"))
     if s.values:
-        nums += ", %s" % _plural(s.values, "value")
+        nums += ", %s" % fmt.plural(s.values, "value")
     out.append(nums)
     if a.verdict != "clean":
         out.append(pages_phrase(a))

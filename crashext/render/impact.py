@@ -29,10 +29,6 @@ HEADERS = ("risk", "kind", "offset", "length", "pages", "index", "folios",
            "state", "detail")
 
 
-def _pl(n: int, word: str) -> str:
-    return "%d %s%s" % (n, word, "" if n == 1 else "s")
-
-
 def state_phrase(r: Any, addr: Callable = fmt.hx) -> str:
     """``folio 0x...: dirty, uptodate`` / ``8 folios: 2 dirty, 8
     uptodate`` / ``no folio found``."""
@@ -43,7 +39,7 @@ def state_phrase(r: Any, addr: Callable = fmt.hx) -> str:
         names = ", ".join(flags) or "not uptodate, clean"
         return "folio %s: %s" % (addr(r.folios[0]), names)
     parts = ["%d %s" % (r.state[k], k) for k in flags]
-    return "%s: %s" % (_pl(r.nr_folios, "folio"),
+    return "%s: %s" % (fmt.plural(r.nr_folios, "folio"),
                        ", ".join(parts) or "none uptodate or dirty")
 
 
@@ -118,7 +114,7 @@ def summary_lines(imp: Any) -> List[str]:
     wrong = imp.wrong_pages
     if wrong:
         out.append("READS WRONG: %s of the file, %s" % (
-            fmt.nbytes(wrong << sh), _pl(wrong, "page")))
+            fmt.nbytes(wrong << sh), fmt.plural(wrong, "page")))
     lost = [r for r in imp.ranges if r.kind == "lost" and not r.at_risk]
     clean = imp.pages(r for r in lost if r.nr_folios)
     unknown = imp.pages(r for r in lost if not r.nr_folios)
@@ -139,7 +135,7 @@ def range_lines(r: Any, shift: int, addr: Callable = fmt.hx) -> List[str]:
     head = "%s%s %s at %s" % ("AT RISK " if r.at_risk else "", r.kind,
                               fmt.nbytes(length), fmt.nbytes(off))
     out = [head, "  idx %s, %s" % (fmt.idx_range(r.first, r.last),
-                                  _pl(r.pages, "page"))]
+                                  fmt.plural(r.pages, "page"))]
     d = detail(r, addr)
     if d:
         out.append("  " + d)
@@ -222,7 +218,7 @@ def range_dict(r: Any, shift: int) -> Dict[str, Any]:
         "state": {k: r.state.get(k, 0) for k in STATE_FLAGS},
         "sources": [[a, b] for a, b in r.sources],
         "delta": r.delta,
-        "mapping": None if r.mapping is None else "0x%x" % r.mapping,
+        "mapping": fmt.hex_or_none(r.mapping),
         "other_ino": r.other_ino,
         "found": r.found or None,
         "node": None if not r.node else "0x%x" % r.node,
@@ -236,7 +232,7 @@ def lost_dict(lost: Any) -> Optional[Dict[str, Any]]:
     """The nrpages accounting as JSON data."""
     if lost is None:
         return None
-    hx = lambda v: None if v is None else "0x%x" % v      # noqa: E731
+    hx = fmt.hex_or_none
     return {
         "nrpages": lost.nrpages,
         "equation": lost.line() if lost.nrpages is not None else None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import jsontext
+from .. import fmt, jsontext
 from ..xarray import entry as E
 from .chat import counts, verdict_line
 from .impact import impact_dict
@@ -32,17 +32,14 @@ SCHEMA = "crashext.analysis/2"
 MAX_SAFE_INT = (1 << 53) - 1
 
 
-def _hex(v: Optional[int]) -> Optional[str]:
-    return None if v is None else "0x%x" % v
-
-
 def _value(v: Any) -> Any:
     """A free-form value made JSON-safe: big ints to hex strings, tuples
     and sets to lists, bytes to hex, unknown objects to str."""
     if v is None or isinstance(v, (bool, str, float)):
         return v
     if isinstance(v, int):
-        return _hex(v) if v > MAX_SAFE_INT or v < -MAX_SAFE_INT else v
+        return (fmt.hex_or_none(v) if v > MAX_SAFE_INT or v < -MAX_SAFE_INT
+                else v)
     if isinstance(v, dict):
         return {str(k): _value(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -65,7 +62,7 @@ def target_dict(t: Any) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for k, v in d.items():
         if k in _TARGET_ADDRS:
-            out[k] = _hex(v)
+            out[k] = fmt.hex_or_none(v)
         else:
             out[k] = _value(v)
     out["label"] = d.get("label") or None
@@ -93,15 +90,15 @@ def finding_dict(f: Any, number: int) -> Dict[str, Any]:
         "code": d["code"],
         "severity": d["severity"],
         "meaning": f.meaning,
-        "node": _hex(d["node"]),
+        "node": fmt.hex_or_none(d["node"]),
         "slots": list(d["slots"]),
         "indices": list(d["indices"]),
-        "folio": _hex(d["folio"]),
+        "folio": fmt.hex_or_none(d["folio"]),
         "expected": _value(d["expected"]),
         "found": _value(d["found"]),
         "shift": d["shift"],
         "order": d["order"],
-        "address": _hex(d["address"]),
+        "address": fmt.hex_or_none(d["address"]),
         "extra": _value(d["extra"]),
     }
 
@@ -118,29 +115,29 @@ def explanation_dict(e: Any) -> Dict[str, Any]:
 
 def node_dict(n: Any) -> Dict[str, Any]:
     return {
-        "addr": _hex(n.addr),
+        "addr": fmt.hex_or_none(n.addr),
         "shift": n.shift,
         "eshift": n.eshift,
         "offset": n.offset,
         "count": n.count,
         "nr_values": n.nr_values,
-        "parent": _hex(n.parent),
-        "array": _hex(n.array),
+        "parent": fmt.hex_or_none(n.parent),
+        "array": fmt.hex_or_none(n.array),
         "index": n.index,
         "depth": n.depth,
-        "holder": _hex(n.holder) if n.holder else None,
+        "holder": fmt.hex_or_none(n.holder) if n.holder else None,
         "holder_slot": n.holder_slot,
-        "marks": [_hex(m) for m in n.marks],
-        "slots": [_hex(s) for s in n.slots],
+        "marks": [fmt.hex_or_none(m) for m in n.marks],
+        "slots": [fmt.hex_or_none(s) for s in n.slots],
     }
 
 
 def entry_dict(e: Any, folios: Dict[int, Any]) -> Dict[str, Any]:
     d: Dict[str, Any] = {
         "index": e.index,
-        "raw": _hex(e.raw),
+        "raw": fmt.hex_or_none(e.raw),
         "kind": E.KIND_NAMES.get(e.kind, str(e.kind)),
-        "node": _hex(e.node) if e.node else None,
+        "node": fmt.hex_or_none(e.node) if e.node else None,
         "slot": e.slot,
         "shift": e.shift,
         "nr_slots": e.nr_slots,
@@ -153,9 +150,9 @@ def entry_dict(e: Any, folios: Dict[int, Any]) -> Dict[str, Any]:
             d["folio"] = {
                 "order": f.order,
                 "index": f.index,
-                "mapping": _hex(f.mapping),
+                "mapping": fmt.hex_or_none(f.mapping),
                 "refcount": f.refcount,
-                "flags": _hex(f.flags),
+                "flags": fmt.hex_or_none(f.flags),
                 "tail": f.is_tail,
             }
     return d
@@ -173,7 +170,7 @@ def to_data(a: Any, full: bool = False) -> Dict[str, Any]:
         "summary": verdict_line(a, None),
         "counts": {"error": c["error"], "warning": c["warning"],
                    "info": c.get("info", 0)},
-        "tree": {"head": _hex(w.head), "flags": w.flags,
+        "tree": {"head": fmt.hex_or_none(w.head), "flags": w.flags,
                  "truncated": bool(w.truncated)},
         "stats": stats_dict(a.stats),
         "findings": [finding_dict(f, i + 1) for i, f in enumerate(a.findings)],

@@ -238,9 +238,7 @@ class _Slub:
         self.page_size = mem.struct_size("struct page") or 64
         self.o_flags = off("struct page", "flags")
         # compound_head, renamed compound_info in 7.x (bit 0: tail page).
-        self.o_ch = mem.member_offset("struct page", "compound_head")
-        if self.o_ch is None:
-            self.o_ch = mem.member_offset("struct page", "compound_info")
+        self.o_ch = lay.f_compound_head
         self.o_page_type = mem.member_offset("struct page", "page_type")
         # How a slab page is marked.
         self.pgty_slab = mem.enum_value("PGTY_slab")
