@@ -37,9 +37,6 @@ DEBUG_VMLINUX = (
     "/lib/modules/{r}/build/vmlinux",
 )
 
-#: :meth:`DrgnMemory.check_release` without a release: read the file's.
-_READ_FILE = object()
-
 
 class DrgnMemory(Memory):
     """Memory and debug info read through drgn."""
@@ -139,20 +136,16 @@ class DrgnMemory(Memory):
         mem = cls(prog, "live kernel %s (%s)" % (release, kcore))
         mem.load_log = log
         mem._live = True
-        mem.check_release(vmlinux, file_rel)
+        mem.check_release(vmlinux)
         return mem
 
-    def check_release(self, vmlinux: Optional[str],
-                      file_rel: Any = _READ_FILE) -> None:
+    def check_release(self, vmlinux: Optional[str]) -> None:
         """Refuse a vmlinux that is not the dump's: its release (from the
         file's ``linux_banner``, or the banner in the dump) must be the
         dump's VMCOREINFO OSRELEASE, and drgn must have used it for the
-        kernel (it ignores a vmlinux whose build ID differs).
-        ``file_rel``: :func:`vmlinux_release` of ``vmlinux`` when the
-        caller has it already (None: the file has no banner)."""
+        kernel (it ignores a vmlinux whose build ID differs)."""
         dump_rel = self.release()
-        if file_rel is _READ_FILE:
-            file_rel = vmlinux_release(vmlinux) if vmlinux else None
+        file_rel = vmlinux_release(vmlinux) if vmlinux else None
         if dump_rel and file_rel and dump_rel != file_rel:
             raise CrashextError("vmlinux %s is for %s but the dump is %s"
                                 % (vmlinux, file_rel, dump_rel))
