@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -26,7 +25,7 @@ from crashext.triage import scanout
 from crashext.triage.progress import Progress, clock_text
 from crashext.triage.scan import (LocalScan, Scanner, rank, scan,
                                   summarize)
-from crashext.triage.scanout import Form, SortedSpool, TopK
+from crashext.triage.scanout import Form, SortedSpool
 
 from conftest import ROOT, lab_dump, open_lab
 from tests.lab import labdumps
