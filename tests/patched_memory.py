@@ -92,6 +92,31 @@ class PatchedMemory(MemoryView):
         return getattr(self.base, name)
 
 
+class ExcludingMemory(MemoryView):
+    """``base`` with some 4 KiB pages excluded, as makedumpfile does: a
+    read touching the page of an address in ``pages`` raises
+    ``UnreadableMemory(addr, size, reason)``.
+
+    >>> xm = ExcludingMemory(mem, [node.addr])             # doctest: +SKIP
+    """
+
+    PAGE = 4096
+
+    def __init__(self, base: Memory, pages: Iterable[int],
+                 reason: str = "excluded page") -> None:
+        self.base = base
+        self.pages = {p & ~(self.PAGE - 1) for p in pages}
+        self.reason = reason
+
+    def read(self, addr: int, size: int) -> bytes:
+        p = addr & ~(self.PAGE - 1)
+        while p < addr + size:
+            if p in self.pages:
+                raise UnreadableMemory(addr, size, self.reason)
+            p += self.PAGE
+        return self.base.read(addr, size)
+
+
 # Lab helpers ------------------------------------------------------------
 _opened: Dict[str, Tuple[Memory, dict]] = {}
 
@@ -228,5 +253,5 @@ def lab_files(family: str) -> Iterable[str]:
     return [f["path"] for f in m.get("files", [])] if m else []
 
 
-__all__ = ["PatchedMemory", "UnreadableMemory", "lab_memory", "lab_manifest",
+__all__ = ["PatchedMemory", "ExcludingMemory", "UnreadableMemory", "lab_memory", "lab_manifest",
            "lab_seed", "seed_case", "SeedCase", "SEED_PATHS", "find_seed_node", "lab_files"]
