@@ -253,5 +253,6 @@ def lab_files(family: str) -> Iterable[str]:
     return [f["path"] for f in m.get("files", [])] if m else []
 
 
-__all__ = ["PatchedMemory", "ExcludingMemory", "UnreadableMemory", "lab_memory", "lab_manifest",
+__all__ = ["PatchedMemory", "ExcludingMemory", "UnreadableMemory",
+           "lab_memory", "lab_manifest",
            "lab_seed", "seed_case", "SeedCase", "SEED_PATHS", "find_seed_node", "lab_files"]
