@@ -248,11 +248,24 @@ def lab_seed(family: str = "6.1", path: Optional[str] = None
     return seed_case(opened[0], path)
 
 
+def broken_sb_list(manifest: dict, mem: Memory) -> Tuple[PatchedMemory, int]:
+    """``(pm, off)``: ``mem`` with the ``i_sb_list.next`` of the inode of
+    the manifest's first xfs file overwritten with LIST_POISON1
+    (0xdead000000000100, a deleted list entry), and ``off`` the offset of
+    ``i_sb_list`` in ``struct inode`` (the bad entry reads at the poison
+    minus ``off``)."""
+    f = [f for f in manifest["files"] if f.get("fs_type") == "xfs"][0]
+    ino = int(f["inode"], 16)
+    off = mem.member_offset("struct inode", "i_sb_list")
+    pm = PatchedMemory(mem).patch_u64(ino + off, 0xdead000000000100)
+    return pm, off
+
+
 def lab_files(family: str) -> Iterable[str]:
     m = lab_manifest(family)
     return [f["path"] for f in m.get("files", [])] if m else []
 
 
 __all__ = ["PatchedMemory", "ExcludingMemory", "UnreadableMemory",
-           "lab_memory", "lab_manifest",
+           "lab_memory", "lab_manifest", "broken_sb_list",
            "lab_seed", "seed_case", "SeedCase", "SEED_PATHS", "find_seed_node", "lab_files"]

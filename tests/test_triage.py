@@ -93,12 +93,8 @@ def test_scan_ranks_the_seed_case_first():
 
 
 def test_scan_reports_a_broken_inode_list_and_goes_on():
-    from patched_memory import PatchedMemory
-    m, mem = open_lab("6.1")
-    f = [f for f in m["files"] if f.get("fs_type") == "xfs"][0]
-    ino = int(f["inode"], 16)
-    off = mem.member_offset("struct inode", "i_sb_list")
-    pm = PatchedMemory(mem).patch_u64(ino + off, 0xdead000000000100)
+    from patched_memory import broken_sb_list
+    pm, _off = broken_sb_list(*open_lab("6.1"))
     progress = []
     rows = list(scan(pm, progress=progress.append))
     errs = [r for r in rows if r.kind == "error"]
