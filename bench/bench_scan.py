@@ -56,6 +56,10 @@ import time
 from typing import Any, Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.lab import labdumps  # noqa: E402
+
 FILES = (50_000, 100_000, 200_000)
 CONFIGS = [("-j 1", ["-j", "1"]), ("-j 2", ["-j", "2"]),
            ("-j 1 --all -f json", ["-j", "1", "--all", "-f", "json"]),
@@ -63,8 +67,9 @@ CONFIGS = [("-j 1", ["-j", "1"]), ("-j 2", ["-j", "2"]),
 
 
 def lab_dir() -> str:
-    return (os.environ.get("CRASHEXT_LAB") or os.environ.get("LAB")
-            or "/var/cache/crashext-lab")
+    """The lab directory (tests/lab/labdumps.py: $CRASHEXT_LAB, $LAB or
+    the default)."""
+    return str(labdumps.lab_dir())
 
 
 def find_run(n: int, family: str) -> Optional[Dict[str, Any]]:

@@ -32,15 +32,17 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from tests.lab import labdumps  # noqa: E402
+
 
 def lab_dir() -> str:
-    return (os.environ.get("CRASHEXT_LAB") or os.environ.get("LAB")
-            or "/var/cache/crashext-lab")
+    """The lab directory (tests/lab/labdumps.py: $CRASHEXT_LAB, $LAB or
+    the default)."""
+    return str(labdumps.lab_dir())
 
 
 def default_dumps():
     """The ELF dump of every lab family (tests/lab/labdumps.FAMILIES)."""
-    from tests.lab import labdumps
     out = []
     for fam in labdumps.FAMILIES:
         run = labdumps.elf_run(fam)

@@ -92,6 +92,31 @@ class PatchedMemory(MemoryView):
         return getattr(self.base, name)
 
 
+class ExcludingMemory(MemoryView):
+    """``base`` with some 4 KiB pages excluded, as makedumpfile does: a
+    read touching the page of an address in ``pages`` raises
+    ``UnreadableMemory(addr, size, reason)``.
+
+    >>> xm = ExcludingMemory(mem, [node.addr])             # doctest: +SKIP
+    """
+
+    PAGE = 4096
+
+    def __init__(self, base: Memory, pages: Iterable[int],
+                 reason: str = "excluded page") -> None:
+        self.base = base
+        self.pages = {p & ~(self.PAGE - 1) for p in pages}
+        self.reason = reason
+
+    def read(self, addr: int, size: int) -> bytes:
+        p = addr & ~(self.PAGE - 1)
+        while p < addr + size:
+            if p in self.pages:
+                raise UnreadableMemory(addr, size, self.reason)
+            p += self.PAGE
+        return self.base.read(addr, size)
+
+
 # Lab helpers ------------------------------------------------------------
 _opened: Dict[str, Tuple[Memory, dict]] = {}
 
@@ -223,10 +248,24 @@ def lab_seed(family: str = "6.1", path: Optional[str] = None
     return seed_case(opened[0], path)
 
 
+def broken_sb_list(manifest: dict, mem: Memory) -> Tuple[PatchedMemory, int]:
+    """``(pm, off)``: ``mem`` with the ``i_sb_list.next`` of the inode of
+    the manifest's first xfs file overwritten with LIST_POISON1
+    (0xdead000000000100, a deleted list entry), and ``off`` the offset of
+    ``i_sb_list`` in ``struct inode`` (the bad entry reads at the poison
+    minus ``off``)."""
+    f = [f for f in manifest["files"] if f.get("fs_type") == "xfs"][0]
+    ino = int(f["inode"], 16)
+    off = mem.member_offset("struct inode", "i_sb_list")
+    pm = PatchedMemory(mem).patch_u64(ino + off, 0xdead000000000100)
+    return pm, off
+
+
 def lab_files(family: str) -> Iterable[str]:
     m = lab_manifest(family)
     return [f["path"] for f in m.get("files", [])] if m else []
 
 
-__all__ = ["PatchedMemory", "UnreadableMemory", "lab_memory", "lab_manifest",
+__all__ = ["PatchedMemory", "ExcludingMemory", "UnreadableMemory",
+           "lab_memory", "lab_manifest", "broken_sb_list",
            "lab_seed", "seed_case", "SeedCase", "SEED_PATHS", "find_seed_node", "lab_files"]

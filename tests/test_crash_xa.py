@@ -43,7 +43,6 @@ drgn = pytest.importorskip("drgn")
 from click.testing import CliRunner  # noqa: E402
 from conftest import standin_crash  # noqa: E402
 from strict_crash import StrictCrash, extension  # noqa: E402
-from tests.lab import labdumps  # noqa: E402
 
 import crashext.crash as xacrash  # noqa: E402
 from crashext import frontdoor  # noqa: E402

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from crashext.cli import main
 from crashext.triage import batch, bucket, discover as disc, report, results
 
-from conftest import lab_manifest
+from conftest import FAMILIES, lab_manifest, open_lab
 
 pytestmark = pytest.mark.lab
 
@@ -172,24 +172,18 @@ def test_vmlinux_by_release_and_build_id(tmp_path_factory):
 def _panic_families():
     """The panic runs made next to the lab families (run_all.sh:
     $LAB_PANIC, passed on as $CRASHEXT_LAB_PANIC_FAMILIES)."""
-    from tests.lab.labdumps import FAMILIES
     v = os.environ.get("CRASHEXT_LAB_PANIC_FAMILIES")
     want = v.replace(",", " ").split() if v is not None else ["6.1", "7.3"]
     return [f + "-panic" for f in want if f in FAMILIES]
 
 
-@pytest.mark.parametrize("family", list(__import__(
-    "tests.lab.labdumps", fromlist=["FAMILIES"]).FAMILIES)
-    + _panic_families())
+@pytest.mark.parametrize("family", list(FAMILIES) + _panic_families())
 def test_printk_ring_buffer_reads_as_drgn_does(family):
     _need(family)
     from drgn.helpers.linux.printk import get_printk_records
     from crashext import kernlog
-    from crashext.backends.drgn import DrgnMemory
     from crashext.triage.panic import from_records
-    m = lab_manifest(family)
-    dump = [d["path"] for d in m["dumps"] if d["name"] == "elf"][0]
-    mem = DrgnMemory.open(dump, m["vmlinux"])
+    m, mem = open_lab(family)
     recs = kernlog.read_log(mem)
     want = get_printk_records(mem.prog)
     assert [(r.seq, r.ts_nsec, r.text) for r in recs] == \

@@ -29,8 +29,9 @@ from typing import NamedTuple, Optional
 import pytest
 
 from conftest import FAMILIES, ROOT, SAMPLES, lab_dir, lab_manifest, open_lab
+from patched_memory import ExcludingMemory
 
-from crashext.memory import CrashextError, Memory, MemoryView, UnreadableMemory
+from crashext.memory import CrashextError, Memory, MemoryView
 
 ERR = "crashext: error:"
 UNREADABLE = ("NODE_UNREADABLE", "FOLIO_UNREADABLE")
@@ -134,20 +135,6 @@ class ReadLog(MemoryView):
 
     def read(self, addr: int, size: int) -> bytes:
         self.reads.append((addr, size))
-        return self.base.read(addr, size)
-
-
-class Hidden(MemoryView):
-    """``base`` with the 4 KiB pages ``pages`` unreadable."""
-
-    def __init__(self, base: Memory, pages) -> None:
-        self.base = base
-        self.pages = set(pages)
-
-    def read(self, addr: int, size: int) -> bytes:
-        for p in range(addr & ~4095, addr + size, 4096):
-            if p in self.pages:
-                raise UnreadableMemory(addr, size, "hidden")
         return self.base.read(addr, size)
 
 
@@ -275,7 +262,7 @@ def cut_plan(family: str, f) -> Optional[CutPlan]:
     needed = []
     for p in pages:
         try:
-            analyze(Hidden(full, {p}), f["inode"])
+            analyze(ExcludingMemory(full, {p}, "hidden"), f["inode"])
         except CrashextError:
             needed.append(p)
     offs = elf_offsets(full, core, needed)
@@ -488,32 +475,6 @@ def test_vmlinux_release_from_the_file():
 
 
 # Excluded pages -------------------------------------------------------------
-class ExcludingMemory(MemoryView):
-    """A real dump with some pages excluded, as makedumpfile does: a read
-    touching an excluded page raises UnreadableMemory("excluded page")."""
-
-    PAGE = 4096
-
-    def __init__(self, base: Memory, pages) -> None:
-        self.base = base
-        self.pages = {p & ~(self.PAGE - 1) for p in pages}
-
-    def read(self, addr: int, size: int) -> bytes:
-        p = addr & ~(self.PAGE - 1)
-        while p < addr + size:
-            if p in self.pages:
-                raise UnreadableMemory(addr, size, "excluded page")
-            p += self.PAGE
-        return self.base.read(addr, size)
-
-
-
-
-
-
-
-
-
 @pytest.mark.lab
 def test_simulated_excluded_pages_are_reported_and_analysis_continues():
     """6.1 ELF dump, big64: exclude the page of one leaf node and the

@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -26,7 +25,7 @@ from crashext.triage import scanout
 from crashext.triage.progress import Progress, clock_text
 from crashext.triage.scan import (LocalScan, Scanner, rank, scan,
                                   summarize)
-from crashext.triage.scanout import Form, SortedSpool, TopK
+from crashext.triage.scanout import Form, SortedSpool
 
 from conftest import ROOT, lab_dump, open_lab
 from tests.lab import labdumps
@@ -128,12 +127,8 @@ def test_units_cover_every_inode_once_in_list_order(family, unit):
 
 @pytest.mark.lab
 def test_a_broken_list_is_reported_at_its_place_whatever_the_units():
-    from patched_memory import PatchedMemory
-    m, mem = open_lab("6.1")
-    f = [f for f in m["files"] if f.get("fs_type") == "xfs"][0]
-    ino = int(f["inode"], 16)
-    off = mem.member_offset("struct inode", "i_sb_list")
-    pm = PatchedMemory(mem).patch_u64(ino + off, 0xdead000000000100)
+    from patched_memory import broken_sb_list
+    pm, off = broken_sb_list(*open_lab("6.1"))
     seqs = []
     for unit in (1, 2, 1000):
         sc = Scanner(pm, unit_entries=unit)

@@ -64,6 +64,26 @@ class ChurnMemory(PatchedMemory):
         return super().read(addr, size)
 
 
+class Dump(ChurnMemory):
+    """A :class:`ChurnMemory` that says it is a dump (not live): the same
+    replay without the live judgement."""
+
+    def live(self) -> bool:
+        return False
+
+
+def _flipping(cm: ChurnMemory, lay, f, mapping: int) -> ChurnMemory:
+    """``cm`` where the mapping of folio ``f`` flips on every read of it
+    (NULL, ``mapping``, NULL...: never the same twice)."""
+    state = {"n": 0}
+
+    def flip(c):
+        state["n"] += 1
+        c.patch_u64(f.addr + lay.f_mapping,
+                    0 if state["n"] % 2 else mapping)
+    return cm.when(f.addr, f.addr + lay.folio_read_size, flip, every=True)
+
+
 def _lab():
     m, mem = open_lab("6.1")
     return m, mem, layout_for(mem)
@@ -125,9 +145,6 @@ def test_truncation_race_is_a_false_alarm_on_a_dump_not_live():
     path = "/mnt/xfs/big64"
     cm, clean, e, f = _truncation_race(path)
 
-    class Dump(ChurnMemory):
-        def live(self) -> bool:
-            return False
     dump = Dump(cm.base)
     dump.events = cm.events
     a = analyze(dump, path)
@@ -199,14 +216,7 @@ def test_tree_that_keeps_changing_is_not_judged():
     path = "/mnt/xfs/big64"
     clean = analyze(mem, path)
     e, f = _pick(clean)
-    cm = ChurnMemory(mem)
-    state = {"n": 0}
-
-    def flip(c):
-        state["n"] += 1
-        c.patch_u64(f.addr + lay.f_mapping,
-                    0 if state["n"] % 2 else clean.target.mapping)
-    cm.when(f.addr, f.addr + lay.folio_read_size, flip, every=True)
+    cm = _flipping(ChurnMemory(mem), lay, f, clean.target.mapping)
     pol = LivePolicy(attempts=5, sleep=lambda s: None)
     a = analyze(cm, path, policy=pol)
     assert a.verdict == "changing"
@@ -243,13 +253,7 @@ def test_real_corruption_is_confirmed_live():
     e, f = _pick(dump, lambda e, f: e.node != seed_node)
     cm2 = ChurnMemory(mem)
     cm2.patches.update(case.mem.patches)
-    state = {"n": 0}
-
-    def flip(c):
-        state["n"] += 1
-        c.patch_u64(f.addr + lay.f_mapping,
-                    0 if state["n"] % 2 else dump.target.mapping)
-    cm2.when(f.addr, f.addr + lay.folio_read_size, flip, every=True)
+    _flipping(cm2, lay, f, dump.target.mapping)
     a = analyze(cm2, case.path, policy=NO_WAIT)
     assert a.verdict == "corrupt"
     assert {finding_key(x) for x in a.findings} == \
@@ -300,12 +304,8 @@ def test_live_scan_of_a_static_dump_equals_the_dump_scan():
     tree, the same verdict for every tree as the dump scan."""
     from crashext.triage.scan import scan
     _m, mem, lay = _lab()
-
-    class Live(PatchedMemory):
-        def live(self) -> bool:
-            return True
     dump_rows = {(r.kind, r.i_ino, r.s_id): r.verdict for r in scan(mem)}
-    live_rows = list(scan(Live(mem)))
+    live_rows = list(scan(ChurnMemory(mem)))
     assert {(r.kind, r.i_ino, r.s_id): r.verdict for r in live_rows} \
         == dump_rows
     assert all(r.live.get("walks") == 1 for r in live_rows
@@ -317,12 +317,9 @@ def test_fleet_scan_lines_budget_and_duty_cycle():
     by sleeping, and the time budget stopping the scan early."""
     from crashext.triage.fleet import Budget, fleet_scan
     _m, mem, lay = _lab()
-
-    class Live(PatchedMemory):
-        def live(self) -> bool:
-            return True
     out: List[str] = []
-    status = fleet_scan(Live(mem), out.append, Budget(), include_clean=True)
+    status = fleet_scan(ChurnMemory(mem), out.append, Budget(),
+                        include_clean=True)
     lines = [json.loads(x) for x in out]
     assert status == 0
     summary = lines[-1]
@@ -346,7 +343,7 @@ def test_fleet_scan_lines_budget_and_duty_cycle():
     def sleep(d):
         t["wall"] += d
     out = []
-    fleet_scan(Live(mem), write,
+    fleet_scan(ChurnMemory(mem), write,
                Budget(max_seconds=10, cpu_percent=25), include_clean=True,
                clock=lambda: t["wall"], cpu=lambda: t["cpu"], sleep=sleep)
     summary = json.loads(out[-1])
@@ -462,9 +459,6 @@ def test_truncate_in_progress_is_not_beyond_eof():
             cm.patch_u64(ino + rw, count | 1)
         return cm
 
-    class Dump(ChurnMemory):
-        def live(self) -> bool:
-            return False
     dump = Dump(mem)
     dump.patches.update(truncating(True).patches)
     d = analyze(dump, path)

@@ -17,6 +17,7 @@ from crashext.triage.slab import walk_slab
 from crashext.xarray.walk import walk_xarray
 
 from conftest import FAMILIES, lab_dir, lab_dump, lab_manifest, open_lab
+from patched_memory import ExcludingMemory
 
 pytestmark = pytest.mark.lab
 
@@ -92,12 +93,8 @@ def test_scan_ranks_the_seed_case_first():
 
 
 def test_scan_reports_a_broken_inode_list_and_goes_on():
-    from patched_memory import PatchedMemory
-    m, mem = open_lab("6.1")
-    f = [f for f in m["files"] if f.get("fs_type") == "xfs"][0]
-    ino = int(f["inode"], 16)
-    off = mem.member_offset("struct inode", "i_sb_list")
-    pm = PatchedMemory(mem).patch_u64(ino + off, 0xdead000000000100)
+    from patched_memory import broken_sb_list
+    pm, _off = broken_sb_list(*open_lab("6.1"))
     progress = []
     rows = list(scan(pm, progress=progress.append))
     errs = [r for r in rows if r.kind == "error"]
@@ -208,18 +205,10 @@ def test_slab_pages_excluded_is_one_note(lab):
     """Every slab of the cache unreadable (makedumpfile -d 31 drops them
     on 6.10+ kernels: a real 7.3 -d 31 dump loses all 60): the walk says
     so in one note with the count, is incomplete, and raises nothing."""
-    from crashext.memory import MemoryView, UnreadableMemory
     m, mem = lab
     rep0 = _slab(_family(m), mem)
     pages = {a & ~4095 for a in rep0.nodes}
-
-    class Excluded(MemoryView):
-        def read(self, addr, size):
-            for p in range(addr & ~4095, addr + size, 4096):
-                if p in pages:
-                    raise UnreadableMemory(addr, size, "excluded page")
-            return self.base.read(addr, size)
-    rep = walk_slab(Excluded(mem))
+    rep = walk_slab(ExcludingMemory(mem, pages))
     assert not rep.complete and rep.stats["objects"] == 0
     assert rep.stats["slabs_unreadable"] == rep0.stats["slabs"]
     notes = [n for n in rep.notes if "unreadable (excluded page)" in n]

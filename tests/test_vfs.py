@@ -8,8 +8,6 @@ is absent.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from conftest import FAMILIES, open_lab, standin_crash

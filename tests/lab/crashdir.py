@@ -249,8 +249,3 @@ def make_planted_set(out_dir: Optional[str] = None) -> Dict[str, Dict[str, Any]]
             fam, cases, os.path.join(d, name + ".elf"))
         out[tag] = truth
     return out
-
-
-def dump_json(path: str) -> Dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
