@@ -431,7 +431,12 @@ from crashext.triage.scanjobs import ParallelScan, _start_method
 from crashext.triage.scanout import Form
 
 VMCORE, VMLINUX = sys.argv[1], sys.argv[2]
-mem = DrgnMemory.open(VMCORE, VMLINUX)       # this process now has threads
+mem = DrgnMemory.open(VMCORE, VMLINUX)       # drgn's threads, usually
+# drgn's OpenMP threads were absent in one run on a loaded machine
+# (METHOD fork): a thread of the caller's own makes the process threaded
+# either way, as a Dask worker or a GUI is.
+import threading, time
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
 print("METHOD", _start_method())
 outs = []
 for opener in (functools.partial(DrgnMemory.open, VMCORE, VMLINUX), None):
